@@ -1,0 +1,1 @@
+"""aicluster: provision local AI inference clusters with pyinfra and prove they are ready."""
