@@ -1,0 +1,124 @@
+"""Simulated hardware for lab machines: commands replay REAL outputs captured on real hosts.
+
+A profile is a folder of captures under aicluster/captures/<profile>/ (each file: `$ command`,
+the command's unedited output, `[exit N]`; provenance in PROVENANCE.md). Inside a machine with a
+profile, `nvidia-smi ARGS` prints what the real nvidia-smi printed for exactly those ARGS and exits
+as it did; anything never captured fails loudly rather than inventing an answer. Every such
+machine carries /etc/aicluster-lab-simulation, and deploys must refuse to install drivers there.
+"""
+
+from __future__ import annotations
+
+import shlex
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+CAPTURES = Path(__file__).parent / "captures"
+MARKER = "etc/aicluster-lab-simulation"
+SHARE = "usr/share/aicluster-lab/simulation"
+REPLAYED = ("nvidia-smi",)
+
+
+def profiles() -> list[str]:
+    """cpu (no simulated hardware) and every folder of captures."""
+    return ["cpu", *sorted(p.name for p in CAPTURES.iterdir() if (p / "PROVENANCE.md").exists())]
+
+
+@dataclass(frozen=True)
+class Capture:
+    argv: tuple[str, ...]
+    output: str
+    exit_status: int
+
+
+def read_capture(text: str) -> Capture | None:
+    """A capture file as (argv, output, exit status); None when it is not one simple command."""
+    lines = text.split("\n")
+    if not lines or not lines[0].startswith("$ "):
+        return None
+    command = lines[0][2:]
+    if any(token in command for token in ("|", ";", "<", ">", "&", "$(")):
+        return None
+    body = lines[1:]
+    while body and body[-1] == "":
+        body.pop()
+    if not body or not body[-1].startswith("[exit "):
+        return None
+    status = int(body[-1].removeprefix("[exit ").removesuffix("]"))
+    output = "\n".join(body[:-1])
+    return Capture(tuple(shlex.split(command)), output + "\n" if output else "", status)
+
+
+def replayable(profile: str) -> list[tuple[Path, Capture]]:
+    found = []
+    for path in sorted((CAPTURES / profile).glob("*.txt")):
+        capture = read_capture(path.read_text())
+        if capture is not None and capture.argv[0] in REPLAYED:
+            found.append((path, capture))
+    return found
+
+
+def spec_gpus(profile: str) -> list[dict[str, Any]]:
+    """The GPUs of a profile as the spec lists them, read from its real `--query-gpu` capture."""
+    if profile == "cpu":
+        return []
+    models: list[tuple[str, float]] = []
+    for _, capture in replayable(profile):
+        if not any(arg.startswith("--query-gpu=") for arg in capture.argv):
+            continue
+        header, *rows = capture.output.strip().splitlines()
+        columns = [name.strip() for name in header.split(",")]
+        name_at, memory_at = columns.index("name"), columns.index("memory.total [MiB]")
+        for row in rows:
+            cells = [cell.strip() for cell in row.split(",")]
+            models.append((cells[name_at], round(int(cells[memory_at].split()[0]) / 1024, 1)))
+        break
+    return [
+        {"model": model, "count": models.count((model, memory)), "memory_gib": memory}
+        for model, memory in dict.fromkeys(models)
+    ]
+
+
+REPLAY_SCRIPT = '''\
+#!/usr/bin/python3
+"""SIMULATION by the aicluster lab: not a real {command}. It replays real output captured on
+{profile} hardware (see /etc/aicluster-lab-simulation), for exactly the arguments captured."""
+import shlex
+import sys
+from pathlib import Path
+
+CAPTURES = Path("/{share}/{profile}")
+asked = ["{command}", *sys.argv[1:]]
+for path in sorted(CAPTURES.glob("*.txt")):
+    lines = path.read_text().split("\\n")
+    if lines[0].startswith("$ ") and shlex.split(lines[0][2:]) == asked:
+        body = [line for line in lines[1:]]
+        while body and body[-1] == "":
+            body.pop()
+        sys.stdout.write("\\n".join(body[:-1]) + ("\\n" if body[:-1] else ""))
+        sys.exit(int(body[-1][len("[exit "):-1]))
+sys.stderr.write("aicluster lab simulation ({profile}): no real capture of `%s`\\n" % shlex.join(asked))
+sys.exit(2)
+'''
+
+
+def install(root: Path, profile: str) -> None:
+    """Put a profile into a machine's root filesystem (nothing for the cpu profile)."""
+    if profile == "cpu":
+        return
+    share = root / SHARE / profile
+    share.mkdir(parents=True, exist_ok=True)
+    shutil.copy(CAPTURES / profile / "PROVENANCE.md", share / "PROVENANCE.md")
+    for path, _ in replayable(profile):
+        shutil.copy(path, share / path.name)
+    for command in REPLAYED:
+        script = root / "usr/local/bin" / command
+        script.write_text(REPLAY_SCRIPT.format(command=command, profile=profile, share=SHARE))
+        script.chmod(0o755)
+    (root / MARKER).write_text(
+        f"SIMULATION: this lab machine has no {profile.upper()} GPU. {', '.join(REPLAYED)} replay real "
+        f"outputs captured on a real {profile.upper()} host ({SHARE}/{profile}/PROVENANCE.md).\n"
+        "aicluster never installs drivers on a machine that carries this file.\n"
+    )
