@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -606,8 +607,8 @@ def stop_machine(machine: Machine, keep_disk: bool) -> None:
         Path(f"/run/systemd/nspawn/propagate/{machine.name}").rmdir()
     run("ip", "netns", "del", machine.netns, check=False)
     for veth in machine.veths:
-        if _link_exists(veth):
-            run("ip", "link", "del", veth)
+        # Deleting the namespace deletes the pairs too, asynchronously: the link may vanish meanwhile.
+        run("ip", "link", "del", veth, check=False)
     for kind in ("nspawn", "leader"):
         _pid_file(machine, kind).unlink(missing_ok=True)
     if not keep_disk and machine.home.exists():
@@ -682,8 +683,8 @@ def _write_ssh_files(machines: list[Machine]) -> None:
 def ssh(
     name: str, *command: str, config: Path | None = None, timeout: float = 60
 ) -> subprocess.CompletedProcess[str]:
-    """Run a command on a lab machine over real SSH."""
-    args = ["ssh", "-F", str(config or ssh_config_path()), name, *command]
+    """Run a command (argv, quoted for the remote shell) on a lab machine over real SSH."""
+    args = ["ssh", "-F", str(config or ssh_config_path()), name, shlex.join(command)]
     try:
         return subprocess.run(args, capture_output=True, text=True, timeout=timeout, check=False)
     except subprocess.TimeoutExpired as error:
@@ -849,11 +850,7 @@ def status() -> tuple[LabState | None, list[MachineStatus]]:
     rows = []
     for machine in state.all_machines():
         pid = nspawn_pid(machine)
-        role = (
-            ("head" if machine.index == 1 else "worker")
-            if machine.is_node
-            else "outsider"
-        )
+        role = ("head" if machine.index == 1 else "worker") if machine.is_node else "outsider"
         rows.append(
             MachineStatus(
                 name=machine.name,
