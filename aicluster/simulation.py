@@ -66,14 +66,17 @@ def spec_gpus(profile: str) -> list[dict[str, Any]]:
         return []
     models: list[tuple[str, float]] = []
     for _, capture in replayable(profile):
-        if not any(arg.startswith("--query-gpu=") for arg in capture.argv):
+        options = dict(arg.split("=", 1) for arg in capture.argv[1:] if "=" in arg)
+        if "--query-gpu" not in options:
             continue
-        header, *rows = capture.output.strip().splitlines()
-        columns = [name.strip() for name in header.split(",")]
-        name_at, memory_at = columns.index("name"), columns.index("memory.total [MiB]")
+        # Columns are the queried fields, in order, whatever the header says.
+        fields = options["--query-gpu"].split(",")
+        rows = capture.output.strip().splitlines()
+        if "noheader" not in options.get("--format", ""):
+            rows = rows[1:]
         for row in rows:
-            cells = [cell.strip() for cell in row.split(",")]
-            models.append((cells[name_at], round(int(cells[memory_at].split()[0]) / 1024, 1)))
+            cells = dict(zip(fields, (cell.strip() for cell in row.split(",")), strict=True))
+            models.append((cells["name"], round(int(cells["memory.total"].split()[0]) / 1024, 1)))
         break
     return [
         {"model": model, "count": models.count((model, memory)), "memory_gib": memory}
@@ -89,12 +92,13 @@ import shlex
 import sys
 from pathlib import Path
 
-CAPTURES = Path("/{share}/{profile}")
+# This script lives in /usr/local/bin; the captures beside it in /usr/share.
+CAPTURES = Path(__file__).resolve().parents[2] / "{share_in_usr}/{profile}"
 asked = ["{command}", *sys.argv[1:]]
 for path in sorted(CAPTURES.glob("*.txt")):
     lines = path.read_text().split("\\n")
     if lines[0].startswith("$ ") and shlex.split(lines[0][2:]) == asked:
-        body = [line for line in lines[1:]]
+        body = lines[1:]
         while body and body[-1] == "":
             body.pop()
         sys.stdout.write("\\n".join(body[:-1]) + ("\\n" if body[:-1] else ""))
@@ -115,8 +119,14 @@ def install(root: Path, profile: str) -> None:
         shutil.copy(path, share / path.name)
     for command in REPLAYED:
         script = root / "usr/local/bin" / command
-        script.write_text(REPLAY_SCRIPT.format(command=command, profile=profile, share=SHARE))
+        script.parent.mkdir(parents=True, exist_ok=True)
+        script.write_text(
+            REPLAY_SCRIPT.format(
+                command=command, profile=profile, share_in_usr=SHARE.removeprefix("usr/")
+            )
+        )
         script.chmod(0o755)
+    (root / MARKER).parent.mkdir(parents=True, exist_ok=True)
     (root / MARKER).write_text(
         f"SIMULATION: this lab machine has no {profile.upper()} GPU. {', '.join(REPLAYED)} replay real "
         f"outputs captured on a real {profile.upper()} host ({SHARE}/{profile}/PROVENANCE.md).\n"

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 import testinfra
 
-from aicluster import lab
+from aicluster import lab, simulation
+from aicluster.inventory import load_spec
 from tests.lab.conftest import HostSnapshot, Lab, nspawn_processes
 
 pytestmark = pytest.mark.lab
@@ -95,6 +96,25 @@ def test_a_killed_machine_is_repaired_by_up_with_its_disk(lab_cluster: Lab) -> N
     assert lab.nspawn_pid(victim) not in (None, pid)
     assert lab.ssh(victim.name, "cat", "/root/before-kill").stdout == "kept\n"
     assert _host_key(victim) == key  # the same machine, not a new one
+
+
+def test_simulated_gpu_profile_replays_real_nvidia_smi(lab_cluster: Lab, tmp_path: Path) -> None:
+    lab.down()
+    try:
+        lab.up(1, outsider=False, profile="h200", inventory=tmp_path / "sim.yaml")
+        spec = load_spec(tmp_path / "sim.yaml")
+        assert spec.nodes[0].gpus[0].model == "NVIDIA H200"
+        replayed = lab.ssh("node1", "nvidia-smi", "-L")
+        expected = simulation.read_capture(
+            (simulation.CAPTURES / "h200" / "nvidia-smi-L.txt").read_text()
+        )
+        assert expected is not None
+        assert replayed.stdout == expected.output
+        marker = lab.ssh("node1", "cat", "/etc/aicluster-lab-simulation")
+        assert marker.stdout.startswith("SIMULATION: this lab machine has no H200 GPU.")
+    finally:
+        lab.down()
+        lab_cluster.up()
 
 
 def test_down_twice_leaves_the_host_as_before(lab_cluster: Lab) -> None:
