@@ -8,13 +8,14 @@ SpecError.
 from __future__ import annotations
 
 import sys
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import ValidationError
 
-from aicluster.spec import ClusterSpec, Loc, Problem, RuleViolation
+from aicluster.spec import ClusterSpec, Loc, Node, Problem, RuleViolation
 
 
 class SpecError(Exception):
@@ -187,3 +188,10 @@ def groups_for(inventory_module: str) -> dict[str, list[HostEntry]]:
             print(line, file=sys.stderr)
         raise SystemExit(2) from None
     return pyinfra_groups(spec, path)
+
+
+@lru_cache(maxsize=8)
+def host_spec(spec_file: str, node_name: str) -> tuple[ClusterSpec, Node]:
+    """The spec (validated once per run) and this host's node in it, for roles."""
+    spec = load_spec(spec_file)
+    return spec, next(node for node in spec.nodes if node.name == node_name)

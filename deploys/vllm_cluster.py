@@ -1,0 +1,10 @@
+"""Provision a vLLM cluster described by an inventory:
+
+    pyinfra inventories/homelab.py deploys/vllm_cluster.py
+
+Roles run in dependency order; each reads the spec the inventory was built from.
+"""
+
+from roles.base import base
+
+base()

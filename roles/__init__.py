@@ -1,0 +1,1 @@
+"""Roles: one module per concern, each exposing one pyinfra @deploy function."""

@@ -1,0 +1,53 @@
+"""deploys/vllm_cluster.py on the lab: converges, then a second run changes nothing."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from aicluster import lab
+from tests.lab.conftest import Lab
+
+pytestmark = pytest.mark.lab
+REPO = Path(__file__).parents[2]
+
+
+def converge(inventory: Path) -> dict[str, Any]:
+    command = [
+        str(Path(sys.executable).parent / "pyinfra"),
+        "-y",
+        "--json",
+        str(inventory),
+        "deploys/vllm_cluster.py",
+    ]
+    result = subprocess.run(
+        command, capture_output=True, text=True, cwd=REPO, timeout=600, check=False
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    results: dict[str, Any] = json.loads(result.stdout)["results"]
+    return results
+
+
+def test_converge_then_nothing_changes(lab_cluster: Lab) -> None:
+    inventory = lab_cluster.inventory.with_suffix(".py")
+    first = converge(inventory)
+    assert first["failed_hosts"] == []
+    second = converge(inventory)
+    assert second["totals"]["success"] == 0, [
+        op["name"] for op in second["operations"] if op["success"]
+    ]
+    assert second["totals"]["error"] == 0
+
+
+def test_every_node_resolves_every_node_to_its_data_address(lab_cluster: Lab) -> None:
+    converge(lab_cluster.inventory.with_suffix(".py"))
+    for machine in lab_cluster.nodes:
+        for peer in lab_cluster.nodes:
+            resolved = lab.ssh(machine.name, "getent", "hosts", peer.name)
+            assert resolved.stdout.split() == [str(peer.data_address), peer.name]
+        assert "127.0.1.1" not in lab.ssh(machine.name, "cat", "/etc/hosts").stdout
