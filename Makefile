@@ -1,5 +1,5 @@
 # Two entry points for a newcomer on a fresh Debian/Ubuntu machine (as root):
-#   make demo   bring up the local lab cluster and converge it with aicluster
+#   make demo   bring up the local lab cluster, converge it with aicluster, take it down
 #   make test   every test: lint, types, unit, role and lab tests
 # Both create .venv and install what they need.
 
@@ -11,12 +11,26 @@ STAMP  := $(VENV)/.installed
 .PHONY: demo test lint unit lab-test clean
 
 $(STAMP): pyproject.toml
-	@$(PYTHON) -m venv --help >/dev/null 2>&1 && $(PYTHON) -c 'import ensurepip' 2>/dev/null || \
-	  (echo "installing python3-venv" && apt-get update -qq && apt-get install -y -qq python3-venv)
-	$(PYTHON) -m venv $(VENV)
+	@# Debian and Ubuntu ship venv support separately (python3-venv).
+	$(PYTHON) -m venv $(VENV) || { apt-get update -qq && apt-get install -y -qq python3-venv \
+	  && rm -rf $(VENV) && $(PYTHON) -m venv $(VENV); }
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $(STAMP)
+
+# The local lab cluster: boot it, check its inventory, converge it twice (the second run must
+# change nothing), show it, then take it down unless KEEP_LAB=1.
+demo: $(STAMP)
+	$(BIN)/aicluster validate inventories/homelab.yaml inventories/h100_workstation.yaml \
+	  inventories/multinode_ib.yaml inventories/mac_studios.yaml
+	$(BIN)/aicluster lab up --nodes 3 --outsider
+	$(BIN)/aicluster validate inventories/lab.yaml
+	$(BIN)/pyinfra -y inventories/lab.py deploys/vllm_cluster.py
+	$(BIN)/pyinfra -y inventories/lab.py deploys/vllm_cluster.py
+	$(BIN)/aicluster lab ssh node1 getent hosts node1 node2 node3
+	$(BIN)/aicluster lab status
+	@if [ "$(KEEP_LAB)" = 1 ]; then echo "the lab stays up: aicluster lab ssh node1 / aicluster lab down"; \
+	  else $(BIN)/aicluster lab down; fi
 
 lint: $(STAMP)
 	$(BIN)/ruff format --check .
