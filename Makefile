@@ -1,6 +1,6 @@
 # Two entry points for a newcomer on a fresh Debian/Ubuntu machine (as root):
 #   make demo   bring up the local lab cluster, converge it with aicluster, take it down
-#   make test   every test: lint, types, unit, role and lab tests
+#   make test   every test: lint, types, unit tests and lab tests
 # Both create .venv and install what they need.
 
 PYTHON ?= python3
