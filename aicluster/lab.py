@@ -33,9 +33,9 @@ import yaml
 
 from aicluster import simulation
 from aicluster.inventory import load_spec
+from aicluster.paths import cache_dir
 
 STATE_DIR = Path(os.environ.get("AICLUSTER_LAB_DIR", "/var/lib/aicluster/lab"))
-CACHE_DIR = Path(os.environ.get("AICLUSTER_CACHE_DIR", "/var/cache/aicluster"))
 
 MGMT_NETWORK = IPv4Network("198.18.0.0/24")
 DATA_NETWORK = IPv4Network("198.19.0.0/24")
@@ -214,7 +214,7 @@ def _recipe() -> str:
 
 
 def rootfs_dir() -> Path:
-    return CACHE_DIR / f"rootfs-{SUITE}-{_recipe()}"
+    return cache_dir() / f"rootfs-{SUITE}-{_recipe()}"
 
 
 def _stamp_of(rootfs: Path) -> dict[str, str]:
@@ -246,8 +246,8 @@ def ensure_rootfs(say: Say) -> Path:
             shutil.rmtree(stale)
         else:
             stale.unlink(missing_ok=True)
-    CACHE_DIR.mkdir(parents=True, exist_ok=True)
-    log = CACHE_DIR / "debootstrap.log"
+    cache_dir().mkdir(parents=True, exist_ok=True)
+    log = cache_dir() / "debootstrap.log"
     say(f"building the Debian 12 rootfs with debootstrap (once; about a minute), log: {log}")
     started = time.monotonic()
     with log.open("w") as out:

@@ -6,5 +6,7 @@ Roles run in dependency order; each reads the spec the inventory was built from.
 """
 
 from roles.base import base
+from roles.python_runtime import python_runtime
 
 base()
+python_runtime()

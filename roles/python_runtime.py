@@ -1,0 +1,49 @@
+"""Python runtime: one environment per node at /opt/aicluster/venv, with exactly the pinned versions.
+
+The environment is built by uv from a wheelhouse made once on the control machine and pushed as one
+file, so every node installs the very same wheels. A node already at the pins costs one remote
+command (its fingerprint) and changes nothing.
+"""
+
+from pyinfra import host, logger
+from pyinfra.api import deploy
+from pyinfra.operations import files, server
+
+from aicluster import runtime, wheelhouse
+from aicluster.facts.runtime import RuntimeFingerprint
+from aicluster.inventory import host_spec
+
+STAGING = f"{runtime.ROOT}/wheelhouse"
+# uv unpacks wheels in its cache; /tmp is often a small tmpfs (a container's always is), so the cache
+# sits beside the environment and goes when the environment is built.
+UV_CACHE = f"{runtime.ROOT}/uv-cache"
+
+
+@deploy("Python runtime")
+def python_runtime() -> None:
+    spec, node = host_spec(host.data.aicluster_spec_file, host.data.aicluster_node)
+    pins = runtime.pins_for(spec, node)
+    fingerprint = host.get_fact(RuntimeFingerprint)
+    if runtime.satisfies(fingerprint, pins):
+        host.noop(
+            f"{pins.vllm_distribution} {pins.vllm} and ray {pins.ray} on Python {fingerprint['python']}"
+        )
+        return
+    house = wheelhouse.ensure(pins, fingerprint["arch"], say=logger.info)
+    files.directory(name="aicluster directories", path=f"{runtime.ROOT}/bin", mode="755")
+    files.put(name="uv", src=str(house.uv_binary), dest=runtime.UV, mode="755")
+    files.put(name="Wheelhouse", src=str(house.tarball), dest=f"{STAGING}.tar", mode="600")
+    uv = f"UV_OFFLINE=1 UV_PYTHON_DOWNLOADS=never UV_CACHE_DIR={UV_CACHE} {runtime.UV}"
+    python = f"{runtime.VENV}/bin/python"
+    commands = [
+        f"rm -rf {STAGING} && mkdir -p {STAGING} && tar -xf {STAGING}.tar -C {STAGING}",
+        f"{uv} venv --clear --python {pins.python} {runtime.VENV}",
+        f"{uv} pip install --python {python} --no-index --find-links {STAGING}/{wheelhouse.WHEELS} "
+        + " ".join(pins.requirements()),
+    ]
+    if pins.flavour == "cpu":
+        commands.append(
+            f"{uv} pip uninstall --python {python} " + " ".join(runtime.CPU_BUILD_EXCLUDES)
+        )
+    commands.append(f"rm -rf {STAGING} {STAGING}.tar {UV_CACHE}")
+    server.shell(name=f"Environment with {' '.join(pins.requirements())}", commands=commands)
