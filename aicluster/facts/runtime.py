@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pyinfra.api import FactBase
+from pyinfra.api.facts import FactBase
 
 from aicluster.runtime import VENV, fingerprint_command, parse_fingerprint
 
