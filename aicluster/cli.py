@@ -14,6 +14,8 @@ from rich.table import Table
 
 from aicluster import lab as lab_module
 from aicluster import simulation
+from aicluster.commands.parse import parse_command
+from aicluster.commands.plan import plan_command
 from aicluster.inventory import SpecError, load_spec
 from aicluster.lab import LabError
 
@@ -32,7 +34,7 @@ def main() -> None:
 @main.command()
 @click.argument("inventories", nargs=-1, required=True, metavar="INVENTORY...")
 def validate(inventories: tuple[str, ...]) -> None:
-    """Check inventory files (x.yaml or x.py) without touching any host."""
+    """Check inventories (x.yaml or x.py); touches no host."""
     failed = False
     for inventory in inventories:
         try:
@@ -60,9 +62,16 @@ def validate(inventories: tuple[str, ...]) -> None:
         sys.exit(EXIT_BAD_INPUT)
 
 
+main.add_command(plan_command)
+main.add_command(parse_command)
+
+
 @main.group()
 def lab() -> None:
-    """Local lab: real Debian machines (systemd-nspawn) to try and test aicluster on one computer."""
+    """Local lab machines (systemd-nspawn) to try and test on.
+
+    Real Debian 12 machines on this host, with a management and a data network, for the demo,
+    the tests and CI."""
 
 
 def _lab_call(action: Callable[[], T]) -> T:

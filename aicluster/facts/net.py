@@ -18,52 +18,9 @@ from collections.abc import Iterable, Mapping
 from ipaddress import ip_address, ip_network
 from typing import Any
 
-from pyinfra.api.exceptions import FactProcessError
 from pyinfra.api.facts import FactBase
 
-from aicluster.facts import ParseError, Parser
-
-_EXIT_LINE = re.compile(r"\[exit ([0-9]+)\]")
-
-
-def quote_line(line: str, limit: int = 80) -> str:
-    """A line of input for an error message: one line, bounded, with odd characters escaped."""
-    text = line.strip()
-    if len(text) > limit:
-        text = text[:limit] + "..."
-    return repr(text)
-
-
-def command_output(text: str) -> str:
-    """The command's own output, whether `text` is that output or a capture file around it.
-
-    A capture of a command the host did not have (exit 127) is refused here, with the shell's own
-    words, because no parser can tell "not installed" from "nothing to report" afterwards.
-    """
-    lines = text.splitlines()
-    if not lines or not lines[0].startswith("$ "):
-        return text
-    while lines and not lines[-1].strip():
-        lines.pop()
-    match = _EXIT_LINE.fullmatch(lines[-1].strip()) if len(lines) > 1 else None
-    if match is None:
-        raise ParseError("capture file has no closing '[exit N]' line (truncated?)")
-    body = lines[1:-1]
-    if int(match.group(1)) == 127:
-        missing = [line for line in body if "not found" in line]
-        more = f" (+{len(missing) - 1} more)" if len(missing) > 1 else ""
-        said = f": {quote_line(missing[0])}{more}" if missing else ""
-        raise ParseError(f"the captured command was not found on that host (exit 127){said}")
-    return "\n".join(body) + "\n" if body else ""
-
-
-def process_with(parser: Parser, output: list[str]) -> dict[str, Any]:
-    """Run a parser for a FactBase; pyinfra reports FactProcessError per host instead of crashing."""
-    try:
-        return parser("\n".join(output))
-    except ParseError as error:
-        raise FactProcessError(str(error)) from error
-
+from aicluster.facts import ParseError, Parser, command_output, process_with, quote_line
 
 # --- ip -j addr / ip -j link -----------------------------------------------------------------------
 

@@ -20,8 +20,7 @@ from typing import Any
 
 from pyinfra.api.facts import FactBase
 
-from aicluster.facts import ParseError, Parser
-from aicluster.facts.net import command_output, process_with, quote_line
+from aicluster.facts import ParseError, Parser, command_output, process_with, quote_line
 
 # Runs the tool only when the kernel lists RDMA devices: without any, ibv_devinfo exits 1 ("No IB
 # devices found") and pyinfra would fail the host, although "no RDMA" is a fine answer.

@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 from click.testing import CliRunner
 
-from aicluster import lab
+from aicluster import lab, simulation
 from aicluster.cli import main
 
 
 def test_help_lists_every_command_in_one_line() -> None:
     result = CliRunner().invoke(main, ["--help"])
     assert result.exit_code == 0
-    for command in ("validate", "lab"):
+    for command in ("validate", "plan", "parse", "lab"):
         line = next(line for line in result.output.splitlines() if line.strip().startswith(command))
-        assert len(line.split(None, 1)) == 2  # the command and its one-line summary
+        _, summary = line.split(None, 1)  # the command and its one-line summary
+        assert not summary.endswith("..."), line
 
 
 @pytest.mark.parametrize(
@@ -39,3 +43,28 @@ def test_unknown_profile_is_refused_before_anything_runs() -> None:
     result = CliRunner().invoke(main, ["lab", "up", "--profile", "a100"])
     assert result.exit_code == 2
     assert "'a100' is not one of 'cpu', 'h100', 'h200'" in result.output
+
+
+@pytest.mark.parametrize(
+    ("kind", "capture", "key"),
+    [
+        ("nvidia-smi-query", "h200/query-gpu-csv.txt", "gpus"),
+        ("nvidia-smi-query", "h100/nvidia-smi-q.txt", "gpus"),
+        ("nvidia-topo", "h100/topo-m.txt", "links"),
+        ("nvlink-status", "h200/nvlink-s.txt", "gpus"),
+    ],
+)
+def test_parse_prints_json_of_a_real_capture(kind: str, capture: str, key: str) -> None:
+    result = CliRunner().invoke(main, ["parse", kind, str(simulation.CAPTURES / capture)])
+    assert result.exit_code == 0, result.output
+    assert key in json.loads(result.output)
+
+
+def test_parse_refuses_truncated_input_in_one_line(tmp_path: Path) -> None:
+    text = (simulation.CAPTURES / "h200" / "nvidia-smi-q.txt").read_text()
+    cut = tmp_path / "cut.txt"
+    cut.write_text(text[: len(text) // 2])
+    result = CliRunner().invoke(main, ["parse", "nvidia-smi-query", str(cut)])
+    assert result.exit_code == 2
+    assert len(result.output.strip().splitlines()) == 1
+    assert "Traceback" not in result.output

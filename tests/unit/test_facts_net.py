@@ -9,14 +9,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pyinfra.api.exceptions import FactProcessError
 
-from aicluster.facts import ParseError
+from aicluster.facts import ParseError, command_output
 from aicluster.facts.net import (
     PARSE_KINDS,
     IpAddr,
     IpLink,
     PcieAcs,
     addresses_in_network,
-    command_output,
     interface_for_address,
     parse_ip_addr,
     parse_ip_link,

@@ -1,0 +1,1 @@
+"""Subcommands of `aicluster`, one module each; aicluster/cli.py registers them on the group."""
