@@ -734,6 +734,10 @@ def inventory_spec(machines: list[Machine], profile: str) -> dict[str, Any]:
             "api_port": 8000,
             "versions": {"python": "3.11", "vllm": "0.32.0", "ray": "2.60.0"},
         },
+        "security": {
+            "api_key_file": str(STATE_DIR / "secrets" / "api_key"),
+            "ray_token_file": str(STATE_DIR / "secrets" / "ray_token"),
+        },
     }
 
 
@@ -827,6 +831,7 @@ def down(say: Say = _quiet) -> None:
             written.unlink(missing_ok=True)
     for path in (STATE_DIR / "lab.json", STATE_DIR / "ssh_config", STATE_DIR / "known_hosts"):
         path.unlink(missing_ok=True)
+    shutil.rmtree(STATE_DIR / "secrets", ignore_errors=True)  # a new lab gets new secrets
     with suppress(OSError):
         machines_dir.rmdir()
 

@@ -8,7 +8,9 @@ Roles run in dependency order; each reads the spec the inventory was built from.
 from roles.base import base
 from roles.nccl import nccl
 from roles.python_runtime import python_runtime
+from roles.ray import ray
 
 base()
 nccl()
 python_runtime()
+ray()

@@ -19,6 +19,14 @@ HOSTS_MARKER = "# {mark} aicluster nodes on the data network"
 def base() -> None:
     spec, node = host_spec(host.data.aicluster_spec_file, host.data.aicluster_node)
     server.hostname(name="Hostname is the node name", hostname=node.name)
+    server.user(
+        name="Service user aicluster",
+        user="aicluster",
+        system=True,
+        home="/var/lib/aicluster",
+        shell="/usr/sbin/nologin",
+        create_home=True,
+    )
     files.line(
         name="No loopback alias for the hostname",
         path="/etc/hosts",

@@ -1,0 +1,63 @@
+"""Ray: a head and workers as systemd services, on the data network, fixed ports, token auth on.
+
+Ray's ports are unauthenticated by default: anyone who reaches them runs code on the cluster.
+Every node gets the cluster's one token (0600, owned by the service user) and RAY_AUTH_MODE=token.
+"""
+
+from pathlib import Path
+
+from pyinfra import host
+from pyinfra.api import deploy
+from pyinfra.operations import files, systemd
+from pyinfra.operations.util import any_changed
+
+from aicluster import raycluster
+from aicluster.deploy import fail_host
+from aicluster.inventory import host_spec
+from aicluster.secrets import SecretError, ensure_secret, secret_path
+
+TEMPLATES = Path(__file__).parents[1] / "templates"
+UNIT = "aicluster-ray"
+
+
+@deploy("Ray")
+def ray() -> None:
+    spec, node = host_spec(host.data.aicluster_spec_file, host.data.aicluster_node)
+    if spec.security.ray_token_file is None:
+        fail_host("security.ray_token_file is not set: Ray would run without authentication")
+        return
+    try:
+        token = ensure_secret(
+            secret_path(host.data.aicluster_spec_file, spec.security.ray_token_file)
+        )
+    except SecretError as error:
+        fail_host(str(error))
+        return
+    token_file = files.put(
+        name="Ray token (0600, service user)",
+        src=str(token),
+        dest=raycluster.TOKEN_FILE,
+        user="aicluster",
+        group="aicluster",
+        mode="600",
+    )
+    unit = files.template(
+        name=f"{UNIT}.service",
+        src=str(TEMPLATES / "ray" / f"{UNIT}.service.j2"),
+        dest=f"/etc/systemd/system/{UNIT}.service",
+        mode="644",
+        spec=spec,
+        node=node,
+        ray=raycluster.ray_binary(),
+        arguments=raycluster.start_arguments(spec, node),
+        token_file=raycluster.TOKEN_FILE,
+        state_dir=raycluster.STATE_DIR,
+    )
+    systemd.daemon_reload(name="systemd reloaded (unit changed)", _if=unit.did_change)
+    systemd.service(name=f"{UNIT} running and enabled", service=UNIT, running=True, enabled=True)
+    systemd.service(
+        name=f"{UNIT} restarted (its unit or token changed)",
+        service=UNIT,
+        restarted=True,
+        _if=any_changed(unit, token_file),
+    )
