@@ -35,15 +35,17 @@ def python_runtime() -> None:
     files.put(name="Wheelhouse", src=str(house.tarball), dest=f"{STAGING}.tar", mode="600")
     uv = f"UV_OFFLINE=1 UV_PYTHON_DOWNLOADS=never UV_CACHE_DIR={UV_CACHE} {runtime.UV}"
     python = f"{runtime.VENV}/bin/python"
-    commands = [
-        f"rm -rf {STAGING} && mkdir -p {STAGING} && tar -xf {STAGING}.tar -C {STAGING}",
-        f"{uv} venv --clear --python {pins.python} {runtime.VENV}",
-        f"{uv} pip install --python {python} --no-index --find-links {STAGING}/{wheelhouse.WHEELS} "
-        + " ".join(pins.requirements()),
-    ]
+    install = (
+        f"{uv} pip install --python {python} --no-index --find-links {STAGING}/{wheelhouse.WHEELS}"
+    )
+    commands = [f"rm -rf {STAGING} && mkdir -p {STAGING} && tar -xf {STAGING}.tar -C {STAGING}"]
     if pins.flavour == "cpu":
-        commands.append(
-            f"{uv} pip uninstall --python {python} " + " ".join(runtime.CPU_BUILD_EXCLUDES)
-        )
-    commands.append(f"rm -rf {STAGING} {STAGING}.tar {UV_CACHE}")
+        excludes = f"{STAGING}/excludes.txt"
+        commands.append(f"printf '%s\\n' {' '.join(runtime.CPU_BUILD_EXCLUDES)} > {excludes}")
+        install += f" --excludes {excludes}"
+    commands += [
+        f"{uv} venv --clear --python {pins.python} {runtime.VENV}",
+        f"{install} {' '.join(pins.requirements())}",
+        f"rm -rf {STAGING} {STAGING}.tar {UV_CACHE}",
+    ]
     server.shell(name=f"Environment with {' '.join(pins.requirements())}", commands=commands)
