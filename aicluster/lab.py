@@ -73,6 +73,8 @@ HOST_TOOLS = {
     "nsenter": "util-linux",
 }
 BOOT_TIMEOUT_S = 90.0
+# Where every lab node finds the demo model, staged by `lab up` as a user would copy theirs.
+MODEL_PATH = "/var/lib/aicluster/models/lab-tiny-llama"
 STOP_TIMEOUT_S = 15.0
 
 
@@ -474,6 +476,36 @@ def _in_machine_cgroup(pid: int, machine: Machine) -> bool:
         return False
 
 
+def demo_model(say: Say) -> Path:
+    """The lab's tiny Llama, generated once on this machine (no model hub involved)."""
+    model = cache_dir() / "models" / "lab-tiny-llama-seed0"
+    if (model / "complete").exists():
+        return model
+    try:
+        from aicluster.tinymodel import write_tiny_llama
+    except ImportError as error:
+        raise LabError(
+            f"the demo model needs the lab extra ({error.name} is missing): "
+            "pip install 'aicluster[lab]'"
+        ) from None
+    say(f"generating the demo model (tiny Llama, random weights) in {model}")
+    shutil.rmtree(model, ignore_errors=True)
+    write_tiny_llama(model)
+    (model / "complete").touch()
+    return model
+
+
+def _stage_model(machine: Machine, model: Path) -> None:
+    """Copy the model onto a node's disk at MODEL_PATH, readable by the service user."""
+    dest = machine.root / MODEL_PATH.lstrip("/")
+    if dest.exists():
+        return
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(model, dest, ignore=shutil.ignore_patterns("complete"))
+    for path in [dest, *dest.rglob("*")]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
+
+
 def _prepare_machine(machine: Machine, rootfs: Path, key: Path, profile: str) -> None:
     """Mount the machine's overlay; on its first boot give it its own identity."""
     for part in ("upper", "work", "root"):
@@ -729,10 +761,13 @@ def inventory_spec(machines: list[Machine], profile: str) -> dict[str, Any]:
             for m in nodes
         ],
         "serving": {
-            "model": {"path": "/var/lib/aicluster/models/lab-tiny-llama", "max_context": 2048},
+            "model": {"path": MODEL_PATH, "quantization": "float32", "max_context": 2048},
             "parallelism": {"tensor": 1, "pipeline": len(nodes), "data": 1},
             "api_port": 8000,
             "versions": {"python": "3.11", "vllm": "0.32.0", "ray": "2.60.0"},
+            # The CPU build refuses the Ray executor; Ray itself still runs, secured, for the checks.
+            "distributed_backend": "native",
+            "cpu_kv_cache_gib": 1,
         },
         "security": {
             "api_key_file": str(STATE_DIR / "secrets" / "api_key"),
@@ -786,6 +821,7 @@ def up(nodes: int, outsider: bool, profile: str, inventory: Path, say: Say = _qu
     if state is None:
         state = LabState(nodes, outsider, profile, str(inventory.resolve()), host_before())
     rootfs = ensure_rootfs(say)
+    model = demo_model(say)
     key = _ensure_key()
     network_up()
     for machine in state.all_machines():
@@ -805,6 +841,9 @@ def up(nodes: int, outsider: bool, profile: str, inventory: Path, say: Say = _qu
         _prepare_machine(machine, rootfs, key, profile)
         _machine_network(machine)
         booting.append((machine, _boot(machine)))
+    for machine in wanted:
+        if machine.is_node:
+            _stage_model(machine, model)
     _write_ssh_files(wanted)
     for machine, pid in booting:
         _wait_ready(machine, pid, ssh_config_path())

@@ -37,11 +37,11 @@ GB = 10**9
 Engine = Literal["vllm", "exo"]
 Link = Literal["nvlink", "pcie", "unified_memory"]
 
-# The inventory's quantizations (aicluster.spec.ModelSource.quantization) come first; float32 is
-# what the CPU engine runs the lab's model in; the rest are accepted by `plan` on the command line.
-SPEC_QUANTIZATIONS = ("bf16", "fp16", "fp8", "int8", "int4")
+# The inventory's quantizations (aicluster.spec.ModelSource.quantization) come first (float32 is
+# what the CPU engine runs the lab's model in); the rest are accepted by `plan` on the command line.
+SPEC_QUANTIZATIONS = ("bf16", "fp16", "float32", "fp8", "int8", "int4")
 GGUF_QUANTIZATIONS = ("q8_0", "q4_k", "q4_0")
-QUANTIZATIONS = (*SPEC_QUANTIZATIONS, "float32", "mxfp4", *GGUF_QUANTIZATIONS)
+QUANTIZATIONS = (*SPEC_QUANTIZATIONS, "mxfp4", *GGUF_QUANTIZATIONS)
 
 # Bytes per weight of a transformer block's linear layers. The rule for the packed formats:
 # - int4: 4-bit weights plus one fp16 scale per group of 128 (AWQ/GPTQ's usual group size),
@@ -1231,8 +1231,17 @@ def _wanted(request: Request) -> str:
 def plan_spec(
     spec: ClusterSpec, a: Architecture, settings: EngineSettings | None = None, users: int = 1
 ) -> Plan:
-    """Plan the spec's own model, quantization, context and (fixed or auto) layout."""
+    """Plan the spec's own model, quantization, context and (fixed or auto) layout, with the
+    spec's engine settings unless others are given."""
+    settings = settings or settings_from_spec(spec)
     return plan(a, hardware_from_spec(spec), request_from_spec(spec, users), settings)
+
+
+def settings_from_spec(spec: ClusterSpec) -> EngineSettings:
+    return EngineSettings(
+        gpu_memory_utilization=spec.serving.gpu_memory_utilization,
+        cpu_kv_cache_gib=spec.serving.cpu_kv_cache_gib,
+    )
 
 
 def spec_problems(spec: ClusterSpec, settings: EngineSettings | None = None) -> list[Problem]:

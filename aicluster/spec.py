@@ -172,7 +172,9 @@ class ModelSource(Strict):
     """Absolute path of the model directory on every node (takes precedence over hf_id)."""
     revision: str | None = None
     """Commit or tag of hf_id, pinned so every node loads the same weights."""
-    quantization: Literal["bf16", "fp16", "fp8", "int8", "int4"] = "bf16"
+    quantization: Literal["bf16", "fp16", "float32", "fp8", "int8", "int4"] = "bf16"
+    """Weights as served: bf16/fp16/float32 (--dtype), fp8 (dynamic FP8), int8/int4 (a quantized
+    checkpoint, read from its own config)."""
     max_context: Annotated[int, Field(ge=1)]
     """Longest context (prompt + output tokens) the service must accept."""
 
@@ -205,6 +207,13 @@ class Serving(Strict):
     api_port: Annotated[int, Field(ge=1, le=65535)] = 8000
     """Port of the OpenAI-compatible API on the head node."""
     versions: Versions
+    distributed_backend: Literal["ray", "native"] = "ray"
+    """How vLLM spans nodes: ray (the Ray executor, started on the head) or native (vLLM's own
+    --nnodes/--node-rank/--master-addr, one vLLM service per node). One node never needs either."""
+    gpu_memory_utilization: Annotated[float, Field(gt=0, le=1)] = 0.9
+    """Share of each GPU's memory vLLM may use for weights, runtime and KV cache."""
+    cpu_kv_cache_gib: Annotated[float, Field(gt=0)] = 4.0
+    """KV cache per CPU worker (VLLM_CPU_KVCACHE_SPACE), for CPU-only nodes."""
 
 
 class Security(Strict):
@@ -256,6 +265,7 @@ class ClusterSpec(Strict):
             *self._model_source(),
             *self._pinned_versions(),
             *self._parallelism(),
+            *self._distributed_backend(),
         ]
 
     @property
@@ -409,6 +419,24 @@ class ClusterSpec(Strict):
                 )
             ]
         return []
+
+    def _distributed_backend(self) -> list[Problem]:
+        serving = self.serving
+        if (
+            self.cluster.engine != "vllm"
+            or len(self.nodes) < 2
+            or serving.distributed_backend != "ray"
+        ):
+            return []
+        problems = []
+        if any(not node.gpus for node in self.nodes):
+            problems.append(Problem(("serving", "distributed_backend"),
+                "vLLM's CPU build refuses the Ray executor (\"current platform cpu does not support "
+                "ray\"): use distributed_backend: native"))  # fmt: skip
+        if serving.versions.ray is None:
+            problems.append(Problem(("serving", "versions", "ray"),
+                "pin the Ray version: the Ray executor needs the same Ray on every node"))  # fmt: skip
+        return problems
 
     def _parallelism(self) -> list[Problem]:
         loc: Loc = ("serving", "parallelism")
