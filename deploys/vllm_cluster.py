@@ -9,8 +9,10 @@ from roles.base import base
 from roles.nccl import nccl
 from roles.python_runtime import python_runtime
 from roles.ray import ray
+from roles.vllm import vllm
 
 base()
 nccl()
 python_runtime()
 ray()
+vllm()

@@ -7,7 +7,7 @@ command (its fingerprint) and changes nothing.
 
 from pyinfra import host, logger
 from pyinfra.api import deploy
-from pyinfra.operations import files, server
+from pyinfra.operations import apt, files, server
 
 from aicluster import runtime, wheelhouse
 from aicluster.facts.runtime import RuntimeFingerprint
@@ -23,6 +23,13 @@ UV_CACHE = f"{runtime.ROOT}/uv-cache"
 def python_runtime() -> None:
     spec, node = host_spec(host.data.aicluster_spec_file, host.data.aicluster_node)
     pins = runtime.pins_for(spec, node)
+    if pins.flavour == "cpu":
+        # vLLM's CPU kernels link libnuma, and torch.compile builds its CPU kernels with g++ against
+        # the Python headers: without them every worker fails at start.
+        apt.packages(
+            name="libnuma, g++ and Python headers for vLLM's CPU build",
+            packages=["libnuma1", "g++", "python3-dev"],
+        )
     fingerprint = host.get_fact(RuntimeFingerprint)
     if runtime.satisfies(fingerprint, pins):
         host.noop(

@@ -1,0 +1,91 @@
+"""vLLM: the OpenAI-compatible service, its arguments from the spec and the plan.
+
+The service restarts only when its unit, its launcher or a secret changed, and the head waits
+until /health answers before the run goes on. See aicluster/vllmserve.py for what runs where.
+"""
+
+from pathlib import Path
+
+from pyinfra import host
+from pyinfra.api import deploy
+from pyinfra.operations import files, server, systemd
+from pyinfra.operations.util import any_changed
+
+from aicluster import runtime, vllmserve
+from aicluster.deploy import fail_host
+from aicluster.inventory import host_spec
+from aicluster.raycluster import STATE_DIR
+from aicluster.secrets import SecretError, ensure_secret, secret_path
+
+TEMPLATES = Path(__file__).parents[1] / "templates"
+UNIT = vllmserve.UNIT
+HEALTH_TIMEOUT_S = 900
+
+
+@deploy("vLLM")
+def vllm() -> None:
+    spec, node = host_spec(host.data.aicluster_spec_file, host.data.aicluster_node)
+    try:
+        launch = vllmserve.launch(spec, node)
+    except vllmserve.LaunchError as error:
+        fail_host(str(error))
+        return
+    if not launch.runs_vllm:
+        host.noop("a Ray worker: vLLM runs on the head and reaches this node through Ray")
+        return
+    secrets = [("api_key", spec.security.api_key_file, vllmserve.API_KEY_FILE)]
+    if spec.security.hf_token_file and spec.serving.model.path is None:
+        secrets.append(("hf_token", spec.security.hf_token_file, vllmserve.HF_TOKEN_FILE))
+    pushed = []
+    credentials = []
+    for name, configured, dest in secrets:
+        if configured is None:
+            fail_host(f"security.{name}_file is not set: the API would answer anyone")
+            return
+        try:
+            local = ensure_secret(secret_path(host.data.aicluster_spec_file, configured))
+        except SecretError as error:
+            fail_host(str(error))
+            return
+        pushed.append(files.put(name=f"{name} (0600, root)", src=str(local), dest=dest, mode="600"))
+        credentials.append((name, dest))
+    wrapper = files.put(
+        name="vLLM launcher",
+        src=str(TEMPLATES / "vllm" / "vllm-serve.py"),
+        dest=vllmserve.WRAPPER,
+        mode="755",
+    )
+    pins = runtime.pins_for(spec, node)
+    unit = files.template(
+        name=f"{UNIT}.service",
+        src=str(TEMPLATES / "vllm" / f"{UNIT}.service.j2"),
+        dest=f"/etc/systemd/system/{UNIT}.service",
+        mode="644",
+        spec=spec,
+        node=node,
+        launch=launch,
+        credentials=credentials,
+        python=f"{runtime.VENV}/bin/python",
+        wrapper=vllmserve.WRAPPER,
+        state_dir=STATE_DIR,
+        ray=spec.serving.distributed_backend == "ray" and len(spec.nodes) > 1,
+        pins=" ".join(pins.requirements()),
+    )
+    changed = any_changed(unit, wrapper, *pushed)
+    systemd.daemon_reload(name="systemd reloaded (unit changed)", _if=unit.did_change)
+    systemd.service(name=f"{UNIT} running and enabled", service=UNIT, running=True, enabled=True)
+    systemd.service(
+        name=f"{UNIT} restarted (configuration changed)", service=UNIT, restarted=True, _if=changed
+    )
+    if node.role == "head":
+        port = spec.serving.api_port
+        server.shell(
+            name=f"vLLM answers /health on port {port}",
+            commands=[
+                f"for i in $(seq 1 {HEALTH_TIMEOUT_S // 5}); do "
+                f"curl -sf -o /dev/null http://127.0.0.1:{port}/health && exit 0; sleep 5; done; "
+                f"echo 'vLLM did not answer /health within {HEALTH_TIMEOUT_S}s: "
+                f"journalctl -u {UNIT}' >&2; exit 1"
+            ],
+            _if=changed,
+        )
