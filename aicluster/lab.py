@@ -566,6 +566,8 @@ def _boot(machine: Machine) -> int:
             "--resolv-conf=off",
             "--link-journal=no",
             f"--network-namespace-path=/run/netns/{machine.netns}",
+            # Like any node, a machine manages its own network (nftables): only its namespace's.
+            "--capability=CAP_NET_ADMIN",
             f"--machine={machine.name}",
             f"--directory={machine.root}",
         ],

@@ -206,6 +206,8 @@ class Serving(Strict):
     parallelism: Parallelism = Parallelism()
     api_port: Annotated[int, Field(ge=1, le=65535)] = 8000
     """Port of the OpenAI-compatible API on the head node."""
+    api_allowed_networks: list[IPvAnyNetwork] = []
+    """Networks whose clients may reach the API port. Empty: the management network only."""
     versions: Versions
     distributed_backend: Literal["ray", "native"] = "ray"
     """How vLLM spans nodes: ray (the Ray executor, started on the head) or native (vLLM's own

@@ -6,6 +6,7 @@ Roles run in dependency order; each reads the spec the inventory was built from.
 """
 
 from roles.base import base
+from roles.firewall import firewall
 from roles.nccl import nccl
 from roles.python_runtime import python_runtime
 from roles.ray import ray
@@ -16,3 +17,4 @@ nccl()
 python_runtime()
 ray()
 vllm()
+firewall()

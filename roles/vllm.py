@@ -8,6 +8,7 @@ from pathlib import Path
 
 from pyinfra import host
 from pyinfra.api import deploy
+from pyinfra.api.operation import OperationMeta
 from pyinfra.operations import files, server, systemd
 from pyinfra.operations.util import any_changed
 
@@ -20,6 +21,21 @@ from aicluster.secrets import SecretError, ensure_secret, secret_path
 TEMPLATES = Path(__file__).parents[1] / "templates"
 UNIT = vllmserve.UNIT
 HEALTH_TIMEOUT_S = 900
+
+
+# Configuration operations of every rank of a native multi-node engine, in this run.
+_ENGINE_CONFIG: list[OperationMeta] = []
+
+
+def _any_rank_changed() -> bool:
+    """Evaluated when the restart runs, after every host ran the configuration operations."""
+    for op in _ENGINE_CONFIG:
+        try:
+            if op.did_change():
+                return True
+        except RuntimeError:  # a failed host never ran it
+            continue
+    return False
 
 
 @deploy("vLLM")
@@ -71,7 +87,12 @@ def vllm() -> None:
         ray=spec.serving.distributed_backend == "ray" and len(spec.nodes) > 1,
         pins=" ".join(pins.requirements()),
     )
-    changed = any_changed(unit, wrapper, *pushed)
+    mine = [unit, wrapper, *pushed]
+    changed = any_changed(*mine)
+    if spec.serving.distributed_backend == "native" and len(spec.nodes) > 1:
+        # All ranks are one engine: a rank restarted alone waits forever for its old peers.
+        _ENGINE_CONFIG.extend(mine)
+        changed = _any_rank_changed
     systemd.daemon_reload(name="systemd reloaded (unit changed)", _if=unit.did_change)
     systemd.service(name=f"{UNIT} running and enabled", service=UNIT, running=True, enabled=True)
     systemd.service(

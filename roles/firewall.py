@@ -1,0 +1,54 @@
+"""Firewall: nftables keeps Ray, NCCL/Gloo, TCPStore and vLLM's internal ports to the cluster.
+
+Ray's and vLLM's internal ports run code or move tensors for whoever connects. The rules are in
+aicluster/firewall.py; a oneshot unit loads them at boot, before the services start.
+"""
+
+from io import StringIO
+from pathlib import Path
+
+from pyinfra import host
+from pyinfra.api import deploy
+from pyinfra.operations import apt, files, systemd
+from pyinfra.operations.util import any_changed
+
+from aicluster import firewall as rules
+from aicluster.deploy import fail_host
+from aicluster.facts.net import IpAddr, interface_for_address
+from aicluster.inventory import host_spec
+
+TEMPLATES = Path(__file__).parents[1] / "templates"
+
+
+@deploy("Firewall")
+def firewall() -> None:
+    spec, node = host_spec(host.data.aicluster_spec_file, host.data.aicluster_node)
+    interface = interface_for_address(host.get_fact(IpAddr)["interfaces"], str(node.data_address))
+    if interface is None:
+        fail_host(f"no interface holds the data address {node.data_address}: cannot guard it")
+        return
+    apt.packages(name="nftables", packages=["nftables"])
+    ruleset = files.put(
+        name=rules.RULES_FILE,
+        src=StringIO(rules.ruleset(spec, interface)),
+        dest=rules.RULES_FILE,
+        mode="644",
+    )
+    unit = files.template(
+        name=f"{rules.UNIT}.service",
+        src=str(TEMPLATES / "firewall" / f"{rules.UNIT}.service.j2"),
+        dest=f"/etc/systemd/system/{rules.UNIT}.service",
+        mode="644",
+        table=rules.TABLE,
+        rules=rules.RULES_FILE,
+    )
+    systemd.daemon_reload(name="systemd reloaded (unit changed)", _if=unit.did_change)
+    systemd.service(
+        name=f"{rules.UNIT} active and enabled", service=rules.UNIT, running=True, enabled=True
+    )
+    systemd.service(
+        name=f"{rules.UNIT} reloaded (rules changed)",
+        service=rules.UNIT,
+        restarted=True,
+        _if=any_changed(ruleset, unit),
+    )
