@@ -8,7 +8,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint unit lab-test clean
+.PHONY: demo demo-down test lint unit lab-test clean
 
 $(STAMP): pyproject.toml
 	@# Debian and Ubuntu ship venv support separately (python3-venv).
@@ -18,19 +18,21 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e '.[dev,lab]'
 	touch $(STAMP)
 
-# The local lab cluster: boot it, check its inventory, converge it twice (the second run must
-# change nothing), show it, then take it down unless KEEP_LAB=1.
+# The local lab cluster: boot it, converge it twice (the second run must change nothing), ask the
+# served model for a completion, then take the lab down unless KEEP_LAB=1.
 demo: $(STAMP)
 	$(BIN)/aicluster validate inventories/homelab.yaml inventories/h100_workstation.yaml \
 	  inventories/multinode_ib.yaml inventories/mac_studios.yaml
-	$(BIN)/aicluster lab up --nodes 3 --outsider
-	$(BIN)/aicluster validate inventories/lab.yaml
+	$(BIN)/aicluster lab up --nodes 2 --outsider
 	$(BIN)/pyinfra -y inventories/lab.py deploys/vllm_cluster.py
 	$(BIN)/pyinfra -y inventories/lab.py deploys/vllm_cluster.py
-	$(BIN)/aicluster lab ssh node1 getent hosts node1 node2 node3
+	$(BIN)/aicluster complete inventories/lab.yaml "A cluster of two nodes" --max-tokens 16
 	$(BIN)/aicluster lab status
-	@if [ "$(KEEP_LAB)" = 1 ]; then echo "the lab stays up: aicluster lab ssh node1 / aicluster lab down"; \
+	@if [ "$(KEEP_LAB)" = 1 ]; then echo "the lab stays up: aicluster lab ssh node1 / make demo-down"; \
 	  else $(BIN)/aicluster lab down; fi
+
+demo-down: $(STAMP)
+	$(BIN)/aicluster lab down
 
 lint: $(STAMP)
 	$(BIN)/ruff format --check .

@@ -14,6 +14,7 @@ from rich.table import Table
 
 from aicluster import lab as lab_module
 from aicluster import simulation
+from aicluster.commands.complete import complete_command
 from aicluster.commands.parse import parse_command
 from aicluster.commands.plan import plan_command
 from aicluster.inventory import SpecError, load_spec
@@ -64,6 +65,7 @@ def validate(inventories: tuple[str, ...]) -> None:
 
 main.add_command(plan_command)
 main.add_command(parse_command)
+main.add_command(complete_command)
 
 
 @main.group()

@@ -8,10 +8,12 @@ Roles run in dependency order; each reads the spec the inventory was built from.
 from roles.base import base
 from roles.firewall import firewall
 from roles.nccl import nccl
+from roles.preflight import preflight
 from roles.python_runtime import python_runtime
 from roles.ray import ray
 from roles.vllm import vllm
 
+preflight()
 base()
 nccl()
 python_runtime()

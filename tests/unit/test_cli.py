@@ -15,7 +15,7 @@ from aicluster.cli import main
 def test_help_lists_every_command_in_one_line() -> None:
     result = CliRunner().invoke(main, ["--help"])
     assert result.exit_code == 0
-    for command in ("validate", "plan", "parse", "lab"):
+    for command in ("validate", "plan", "parse", "complete", "lab"):
         line = next(line for line in result.output.splitlines() if line.strip().startswith(command))
         _, summary = line.split(None, 1)  # the command and its one-line summary
         assert not summary.endswith("..."), line
