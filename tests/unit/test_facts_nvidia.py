@@ -7,8 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 from pyinfra.api.exceptions import FactProcessError
 
 from aicluster.facts import ParseError
@@ -601,33 +599,6 @@ def test_foreign_text_is_refused(kind: str) -> None:
 def test_unknown_link_state_is_refused() -> None:
     text = fixture("nvlink-s-h100-sxm-18-links.txt").replace("26.562 GB/s", "26.562 GT/s", 1)
     one_line_error(parse_nvlink_status, text, "unknown link state '26.562 GT/s'")
-
-
-REAL_TEXTS = [path.read_text() for path in sorted(FIXTURES.glob("*.txt"))] + [
-    path.read_text()
-    for profile in ("h100", "h200")
-    for path in sorted((CAPTURES / profile).glob("*.txt"))
-    if path.name != "help-query-gpu.txt"
-]
-
-
-def slices_of_real_outputs() -> st.SearchStrategy[str]:
-    return st.sampled_from(REAL_TEXTS).flatmap(
-        lambda text: st.tuples(st.integers(0, len(text)), st.integers(0, len(text))).map(
-            lambda ends: text[min(ends) : max(ends)]
-        )
-    )
-
-
-@settings(max_examples=400, deadline=None)
-@given(
-    text=st.one_of(st.text(), slices_of_real_outputs()), kind=st.sampled_from(sorted(PARSE_KINDS))
-)
-def test_any_text_gives_a_dict_or_a_one_line_parse_error(text: str, kind: str) -> None:
-    try:
-        assert isinstance(PARSE_KINDS[kind](text), dict)
-    except ParseError as error:
-        assert len(str(error).splitlines()) == 1
 
 
 # --- the pyinfra facts -------------------------------------------------------------------------------

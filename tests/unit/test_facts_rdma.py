@@ -7,8 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 from pyinfra.api.exceptions import FactProcessError
 
 import aicluster
@@ -364,27 +362,3 @@ def test_parse_kinds() -> None:
         "ib-sysfs": parse_ib_sysfs,
     }
     assert expected == PARSE_KINDS
-
-
-# --- any text: a dict or a one-line ParseError --------------------------------------------------
-
-REAL_TEXTS = [path.read_text() for path in sorted(FIXTURES.glob("*.txt"))]
-
-
-def slices_of_real_outputs() -> st.SearchStrategy[str]:
-    return st.sampled_from(REAL_TEXTS).flatmap(
-        lambda text: st.tuples(st.integers(0, len(text)), st.integers(0, len(text))).map(
-            lambda ends: text[min(ends) : max(ends)]
-        )
-    )
-
-
-@settings(max_examples=300, deadline=None)
-@given(
-    text=st.one_of(st.text(), slices_of_real_outputs()), kind=st.sampled_from(sorted(PARSE_KINDS))
-)
-def test_any_text_gives_a_dict_or_a_one_line_parse_error(text: str, kind: str) -> None:
-    try:
-        assert isinstance(PARSE_KINDS[kind](text), dict)
-    except ParseError as error:
-        assert len(str(error).splitlines()) == 1
