@@ -1,10 +1,13 @@
-"""What roles share while pyinfra prepares a run: failing one host without stopping the others."""
+"""What roles share while pyinfra prepares a run: failing one host alone, keeping a service up."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
+from pyinfra.api.operation import OperationMeta
 from pyinfra.context import host, state
+from pyinfra.operations import systemd
 
 logger = logging.getLogger("pyinfra")
 
@@ -13,3 +16,16 @@ def fail_host(message: str) -> None:
     """Stop the current host with a message; every other host goes on (a re-run converges it)."""
     logger.error(f"{host.print_prefix}{message}")
     state.fail_hosts({host})  # type: ignore[no-untyped-call]
+
+
+def keep_running(unit: str, unit_file: OperationMeta, restart_if: Callable[[], bool]) -> None:
+    """A systemd service installed from `unit_file`: loaded when that file changed, running and
+    enabled, restarted when `restart_if` says its configuration changed."""
+    systemd.daemon_reload(name="systemd reloaded (unit changed)", _if=unit_file.did_change)
+    systemd.service(name=f"{unit} running and enabled", service=unit, running=True, enabled=True)
+    systemd.service(
+        name=f"{unit} restarted (configuration changed)",
+        service=unit,
+        restarted=True,
+        _if=restart_if,
+    )

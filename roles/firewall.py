@@ -9,11 +9,11 @@ from pathlib import Path
 
 from pyinfra import host
 from pyinfra.api import deploy
-from pyinfra.operations import apt, files, systemd
+from pyinfra.operations import apt, files
 from pyinfra.operations.util import any_changed
 
 from aicluster import firewall as rules
-from aicluster.deploy import fail_host
+from aicluster.deploy import fail_host, keep_running
 from aicluster.facts.net import IpAddr, interface_for_address
 from aicluster.inventory import host_spec
 
@@ -42,13 +42,4 @@ def firewall() -> None:
         table=rules.TABLE,
         rules=rules.RULES_FILE,
     )
-    systemd.daemon_reload(name="systemd reloaded (unit changed)", _if=unit.did_change)
-    systemd.service(
-        name=f"{rules.UNIT} active and enabled", service=rules.UNIT, running=True, enabled=True
-    )
-    systemd.service(
-        name=f"{rules.UNIT} reloaded (rules changed)",
-        service=rules.UNIT,
-        restarted=True,
-        _if=any_changed(ruleset, unit),
-    )
+    keep_running(rules.UNIT, unit, restart_if=any_changed(ruleset, unit))

@@ -8,11 +8,11 @@ from pathlib import Path
 
 from pyinfra import host
 from pyinfra.api import deploy
-from pyinfra.operations import files, systemd
+from pyinfra.operations import files
 from pyinfra.operations.util import any_changed
 
 from aicluster import raycluster
-from aicluster.deploy import fail_host
+from aicluster.deploy import fail_host, keep_running
 from aicluster.inventory import host_spec
 from aicluster.secrets import SecretError, ensure_secret, secret_path
 
@@ -53,11 +53,4 @@ def ray() -> None:
         token_file=raycluster.TOKEN_FILE,
         state_dir=raycluster.STATE_DIR,
     )
-    systemd.daemon_reload(name="systemd reloaded (unit changed)", _if=unit.did_change)
-    systemd.service(name=f"{UNIT} running and enabled", service=UNIT, running=True, enabled=True)
-    systemd.service(
-        name=f"{UNIT} restarted (its unit or token changed)",
-        service=UNIT,
-        restarted=True,
-        _if=any_changed(unit, token_file),
-    )
+    keep_running(UNIT, unit, restart_if=any_changed(unit, token_file))

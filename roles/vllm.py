@@ -9,11 +9,11 @@ from pathlib import Path
 from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.api.operation import OperationMeta
-from pyinfra.operations import files, server, systemd
+from pyinfra.operations import files, server
 from pyinfra.operations.util import any_changed
 
 from aicluster import runtime, vllmserve
-from aicluster.deploy import fail_host
+from aicluster.deploy import fail_host, keep_running
 from aicluster.inventory import host_spec
 from aicluster.raycluster import STATE_DIR
 from aicluster.secrets import SecretError, ensure_secret, secret_path
@@ -93,11 +93,7 @@ def vllm() -> None:
         # All ranks are one engine: a rank restarted alone waits forever for its old peers.
         _ENGINE_CONFIG.extend(mine)
         changed = _any_rank_changed
-    systemd.daemon_reload(name="systemd reloaded (unit changed)", _if=unit.did_change)
-    systemd.service(name=f"{UNIT} running and enabled", service=UNIT, running=True, enabled=True)
-    systemd.service(
-        name=f"{UNIT} restarted (configuration changed)", service=UNIT, restarted=True, _if=changed
-    )
+    keep_running(UNIT, unit, restart_if=changed)
     if node.role == "head":
         port = spec.serving.api_port
         server.shell(
