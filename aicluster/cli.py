@@ -13,11 +13,12 @@ from rich.console import Console
 from rich.table import Table
 
 from aicluster import lab as lab_module
+from aicluster import plan as planner
 from aicluster import simulation
 from aicluster.commands.complete import complete_command
 from aicluster.commands.parse import parse_command
 from aicluster.commands.plan import plan_command
-from aicluster.inventory import SpecError, load_spec
+from aicluster.inventory import SpecError, load_spec, spec_path
 from aicluster.lab import LabError
 
 # Exit statuses: 0 fine, 1 the command ran and found a failure, 2 bad input or unusable environment.
@@ -40,6 +41,10 @@ def validate(inventories: tuple[str, ...]) -> None:
     for inventory in inventories:
         try:
             spec = load_spec(inventory)
+            # A valid file whose explicit layout cannot hold its model is refused too, with numbers.
+            problems = planner.spec_problems(spec)
+            if problems:
+                raise SpecError(spec_path(inventory), problems)
         except SpecError as error:
             failed = True
             for line in error.lines():

@@ -12,7 +12,7 @@ from pyinfra.api.operation import OperationMeta
 from pyinfra.operations import files, server
 from pyinfra.operations.util import any_changed
 
-from aicluster import runtime, vllmserve
+from aicluster import plan, runtime, vllmserve
 from aicluster.deploy import fail_host, keep_running
 from aicluster.inventory import host_spec
 from aicluster.raycluster import STATE_DIR
@@ -41,6 +41,10 @@ def _any_rank_changed() -> bool:
 @deploy("vLLM")
 def vllm() -> None:
     spec, node = host_spec(host.data.aicluster_spec_file, host.data.aicluster_node)
+    problems = plan.spec_problems(spec)
+    if problems:
+        fail_host("; ".join(f"{p.where()}: {p.message}" for p in problems))
+        return
     try:
         launch = vllmserve.launch(spec, node)
     except vllmserve.LaunchError as error:

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from aicluster import lab, ports, runtime
+from aicluster import lab, plan, ports, runtime
 from aicluster.inventory import load_spec
 from tests.lab.conftest import Lab
 from tests.lab.test_deploy import REPO, converge
@@ -107,6 +107,25 @@ def test_vllm_runs_pipeline_parallel_over_every_node(serving: Lab) -> None:
             lab.ssh(machine.name, "systemctl", "is-active", "aicluster-vllm").stdout.strip()
             == "active"
         )
+
+
+def test_the_planner_predicts_the_kv_cache_vllm_reports(serving: Lab) -> None:
+    """vLLM logs "CPU KV cache size: N tokens" at start-up; the planner, given the model's own
+    config.json and the lab's cache setting, must say the same within 1%."""
+    spec = load_spec(serving.inventory)
+    config = json.loads(
+        lab.ssh(serving.nodes[0].name, "cat", f"{lab.MODEL_PATH}/config.json").stdout
+    )
+    predicted = plan.cpu_kv_cache_tokens(
+        plan.architecture_from_config(config),
+        spec.serving.cpu_kv_cache_gib,
+        "float32",
+        pp=len(serving.nodes),
+    )
+    log = lab.ssh(serving.nodes[0].name, "journalctl", "-u", "aicluster-vllm", "--no-pager").stdout
+    reported = [line for line in log.splitlines() if "CPU KV cache size:" in line][-1]
+    tokens = int(reported.split("CPU KV cache size:")[1].split("tokens")[0].replace(",", ""))
+    assert abs(predicted - tokens) <= tokens / 100, (predicted, reported)
 
 
 def test_ray_has_every_node_and_refuses_a_client_without_the_token(serving: Lab) -> None:

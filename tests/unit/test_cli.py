@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 from click.testing import CliRunner
 
 from aicluster import lab, simulation
@@ -68,3 +69,15 @@ def test_parse_refuses_truncated_input_in_one_line(tmp_path: Path) -> None:
     assert result.exit_code == 2
     assert len(result.output.strip().splitlines()) == 1
     assert "Traceback" not in result.output
+
+
+def test_validate_refuses_an_explicit_layout_that_cannot_hold_the_model(tmp_path: Path) -> None:
+    data = yaml.safe_load(
+        (Path(__file__).parents[2] / "inventories" / "h100_workstation.yaml").read_text()
+    )
+    data["serving"]["model"] = {"hf_id": "meta-llama/Llama-3.1-405B-Instruct", "max_context": 8192}
+    (tmp_path / "big.yaml").write_text(yaml.safe_dump(data))
+    result = CliRunner().invoke(main, ["validate", str(tmp_path / "big.yaml")])
+    assert result.exit_code == 2
+    assert f"{tmp_path / 'big.yaml'}: serving.parallelism: TP=4 x PP=1 x DP=1:" in result.output
+    assert "GiB of weights" in result.output
