@@ -5,7 +5,6 @@ aicluster/firewall.py; a oneshot unit loads them at boot, before the services st
 """
 
 from io import StringIO
-from pathlib import Path
 
 from pyinfra import host
 from pyinfra.api import deploy
@@ -16,8 +15,7 @@ from aicluster import firewall as rules
 from aicluster.deploy import fail_host, keep_running
 from aicluster.facts.net import IpAddr, interface_for_address
 from aicluster.inventory import host_spec
-
-TEMPLATES = Path(__file__).parents[1] / "templates"
+from roles import unit_file
 
 
 @deploy("Firewall")
@@ -34,11 +32,9 @@ def firewall() -> None:
         dest=rules.RULES_FILE,
         mode="644",
     )
-    unit = files.template(
-        name=f"{rules.UNIT}.service",
-        src=str(TEMPLATES / "firewall" / f"{rules.UNIT}.service.j2"),
-        dest=f"/etc/systemd/system/{rules.UNIT}.service",
-        mode="644",
+    unit = unit_file(
+        "firewall",
+        rules.UNIT,
         table=rules.TABLE,
         rules=rules.RULES_FILE,
     )

@@ -4,8 +4,6 @@ Ray's ports are unauthenticated by default: anyone who reaches them runs code on
 Every node gets the cluster's one token (0600, owned by the service user) and RAY_AUTH_MODE=token.
 """
 
-from pathlib import Path
-
 from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.operations import files
@@ -15,8 +13,8 @@ from aicluster import raycluster
 from aicluster.deploy import fail_host, keep_running
 from aicluster.inventory import host_spec
 from aicluster.secrets import SecretError, ensure_secret, secret_path
+from roles import unit_file
 
-TEMPLATES = Path(__file__).parents[1] / "templates"
 UNIT = "aicluster-ray"
 
 
@@ -41,11 +39,9 @@ def ray() -> None:
         group="aicluster",
         mode="600",
     )
-    unit = files.template(
-        name=f"{UNIT}.service",
-        src=str(TEMPLATES / "ray" / f"{UNIT}.service.j2"),
-        dest=f"/etc/systemd/system/{UNIT}.service",
-        mode="644",
+    unit = unit_file(
+        "ray",
+        UNIT,
         spec=spec,
         node=node,
         ray=raycluster.ray_binary(),

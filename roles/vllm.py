@@ -4,8 +4,6 @@ The service restarts only when its unit, its launcher or a secret changed, and t
 until /health answers before the run goes on. See aicluster/vllmserve.py for what runs where.
 """
 
-from pathlib import Path
-
 from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.api.operation import OperationMeta
@@ -17,8 +15,8 @@ from aicluster.deploy import fail_host, keep_running
 from aicluster.inventory import host_spec
 from aicluster.raycluster import STATE_DIR
 from aicluster.secrets import SecretError, ensure_secret, secret_path
+from roles import TEMPLATES, unit_file
 
-TEMPLATES = Path(__file__).parents[1] / "templates"
 UNIT = vllmserve.UNIT
 HEALTH_TIMEOUT_S = 900
 
@@ -76,11 +74,9 @@ def vllm() -> None:
         mode="755",
     )
     pins = runtime.pins_for(spec, node)
-    unit = files.template(
-        name=f"{UNIT}.service",
-        src=str(TEMPLATES / "vllm" / f"{UNIT}.service.j2"),
-        dest=f"/etc/systemd/system/{UNIT}.service",
-        mode="644",
+    unit = unit_file(
+        "vllm",
+        UNIT,
         spec=spec,
         node=node,
         launch=launch,
