@@ -552,9 +552,10 @@ NVLINK_SPEED = re.compile(r"([0-9]+(?:\.[0-9]+)?) GB/s")
 def parse_nvlink_status(text: str) -> dict[str, Any]:
     """Per-GPU NVLink links from `nvidia-smi nvlink -s` (same output as `nvlink --status`).
 
-    Returns {"gpus": [{"index", "name", "uuid", "links": [{"link", "speed_gbytes_per_s",
-    "active"}], "unavailable"}]}. Speeds are GB/s (gigabytes) per link as nvidia-smi prints
-    them. "unavailable" holds nvidia-smi's reason when it lists no links for a GPU (all inactive,
+    Returns {"gpus": [{"index", "name", "uuid", "links": [{"link", "speed_gbps",
+    "speed_gbytes_per_s", "active"}], "unavailable"}]}. Both speeds are the figure nvidia-smi prints
+    per link, whose unit is GB/s (gigabytes): `speed_gbps` is the name the parse contract (issue 4)
+    fixes, `speed_gbytes_per_s` says the unit. "unavailable" holds nvidia-smi's reason when it lists no links for a GPU (all inactive,
     no NVLink, MIG mode). Empty output is a GPU without NVLink peers: {"gpus": []}.
     """
     _, body = _unwrap(text)
@@ -589,6 +590,7 @@ def parse_nvlink_status(text: str) -> dict[str, Any]:
             current["links"].append(
                 {
                     "link": int(link.group(1)),
+                    "speed_gbps": float(speed.group(1)) if speed else None,
                     "speed_gbytes_per_s": float(speed.group(1)) if speed else None,
                     "active": speed is not None,
                 }

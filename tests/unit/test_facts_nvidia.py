@@ -402,7 +402,8 @@ def test_nvlink_bridge_pair_and_a_gpu_with_all_links_inactive() -> None:
         ),
     ]
     assert gpus[0]["links"] == [
-        {"link": i, "speed_gbytes_per_s": 14.062, "active": True} for i in range(4)
+        {"link": i, "speed_gbps": 14.062, "speed_gbytes_per_s": 14.062, "active": True}
+        for i in range(4)
     ]
     assert gpus[2]["links"] == []
 
@@ -410,13 +411,18 @@ def test_nvlink_bridge_pair_and_a_gpu_with_all_links_inactive() -> None:
 def test_hopper_and_ampere_sxm_links() -> None:
     [h100] = parse_nvlink_status(fixture("nvlink-s-h100-sxm-18-links.txt"))["gpus"]
     assert h100["links"] == [
-        {"link": i, "speed_gbytes_per_s": 26.562, "active": True} for i in range(18)
+        {"link": i, "speed_gbps": 26.562, "speed_gbytes_per_s": 26.562, "active": True}
+        for i in range(18)
     ]
     a100 = parse_nvlink_status(fixture("nvlink-status-8x-a100-sxm.txt"))["gpus"]
     assert [g["index"] for g in a100] == list(range(8))
     assert a100[7]["uuid"].startswith("GPU-")
     assert all(
-        g["links"] == [{"link": i, "speed_gbytes_per_s": 25.0, "active": True} for i in range(12)]
+        g["links"]
+        == [
+            {"link": i, "speed_gbps": 25.0, "speed_gbytes_per_s": 25.0, "active": True}
+            for i in range(12)
+        ]
         for g in a100
     )
 
