@@ -99,6 +99,11 @@ def write_tiny_llama(dest: Path, seed: int = 0) -> None:
     weights.chmod(0o644)
 
 
+def config() -> dict[str, Any]:
+    """The config.json the model is written with: what the planner reads to size it."""
+    return _config(VOCAB_SIZE)
+
+
 def _train_tokenizer() -> Tokenizer:
     """Byte-level BPE: every string has an encoding (no unknown token) and decodes back exactly."""
     tokenizer = Tokenizer(models.BPE())

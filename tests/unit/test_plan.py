@@ -10,26 +10,16 @@ from typing import Any, get_args
 import pytest
 import yaml
 
-from aicluster import catalogue
+from aicluster import catalogue, tinymodel
 from aicluster import plan as P
 from aicluster.inventory import load_spec
 from aicluster.spec import ClusterSpec, ModelSource
 
 INVENTORIES = Path(__file__).parents[2] / "inventories"
 
-# The lab's tiny model (aicluster/tinymodel.py): a 4-layer Llama with 2 KV heads of 64, float32.
-TINY_LLAMA: dict[str, Any] = {
-    "model_type": "llama",
-    "hidden_size": 256,
-    "intermediate_size": 512,
-    "max_position_embeddings": 2048,
-    "num_attention_heads": 4,
-    "num_hidden_layers": 4,
-    "num_key_value_heads": 2,
-    "tie_word_embeddings": False,
-    "torch_dtype": "float32",
-    "vocab_size": 768,
-}
+# The lab's tiny model, as aicluster/tinymodel.py writes its config.json: 4 layers, 2 KV heads of
+# 64, float32.
+TINY_LLAMA: dict[str, Any] = tinymodel.config()
 
 # meta-llama/Llama-3.2-3B's config.json as citsjtu2020/LLM-Prof sglang/Model_Config.md keeps it:
 # 24 query heads over 8 KV heads, head_dim 128, tied embeddings.

@@ -9,25 +9,14 @@ from xml.etree import ElementTree
 import pytest
 from click.testing import CliRunner, Result
 
+from aicluster import tinymodel
 from aicluster.commands.plan import plan_command
 
 INVENTORIES = Path(__file__).parents[2] / "inventories"
 HOMELAB = str(INVENTORIES / "homelab.yaml")
 
-# The lab's tiny model's config.json (aicluster/tinymodel.py writes one of this shape).
-TINY_CONFIG = {
-    "architectures": ["LlamaForCausalLM"],
-    "model_type": "llama",
-    "hidden_size": 256,
-    "intermediate_size": 512,
-    "max_position_embeddings": 2048,
-    "num_attention_heads": 4,
-    "num_hidden_layers": 4,
-    "num_key_value_heads": 2,
-    "tie_word_embeddings": False,
-    "torch_dtype": "float32",
-    "vocab_size": 768,
-}
+# The lab's tiny model's config.json, as aicluster/tinymodel.py writes it.
+TINY_CONFIG = tinymodel.config()
 
 
 def run(*args: str) -> Result:
