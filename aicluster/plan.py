@@ -1118,7 +1118,6 @@ def plan(
     single_hw = Hardware(hardware.engine, (NodeHardware("one", (biggest,)),))
     single = _evaluate(a, single_hw, Layout(1, 1, 1), request, settings)
 
-    kv_dtype = request.kv()
     sequences = chosen.layout.dp * (chosen.kv_tokens // request.context)
     if chosen.fits:
         if sequences < request.users:
@@ -1151,15 +1150,7 @@ def plan(
             "(VLLM_CPU_KVCACHE_SPACE): check each node has room"
         )
     return Plan(
-        model=a.name,
-        quantization=request.quantization,
-        kv_dtype=kv_dtype,
-        context=request.context,
-        users=request.users,
-        parameters=parameters(a),
-        weights_bytes=weights_bytes(a, request.quantization),
-        kv_bytes_per_token=kv_bytes_per_token(a, kv_dtype),
-        kv_bytes_at_context=kv_bytes(a, request.context, kv_dtype),
+        **_sizing(a, request),
         layout=chosen.layout,
         stages=chosen.stages,
         placements=tuple(_placements(a, hardware, chosen)),
@@ -1171,6 +1162,22 @@ def plan(
         warnings=tuple(warnings),
         errors=tuple(errors),
     )
+
+
+def _sizing(a: Architecture, request: Request) -> dict[str, Any]:
+    """What a plan says of the model whatever the layout: its size, and its KV cache per token."""
+    kv_dtype = request.kv()
+    return {
+        "model": a.name,
+        "quantization": request.quantization,
+        "kv_dtype": kv_dtype,
+        "context": request.context,
+        "users": request.users,
+        "parameters": parameters(a),
+        "weights_bytes": weights_bytes(a, request.quantization),
+        "kv_bytes_per_token": kv_bytes_per_token(a, kv_dtype),
+        "kv_bytes_at_context": kv_bytes(a, request.context, kv_dtype),
+    }
 
 
 def _refused(
@@ -1191,17 +1198,8 @@ def _refused(
         else Problem(loc, f"no layout of these devices allows {_wanted(request)}")
     )
     layout = Layout(request.tensor or 1, request.pipeline or 1, request.data or 1)
-    kv_dtype = request.kv()
     return Plan(
-        model=a.name,
-        quantization=request.quantization,
-        kv_dtype=kv_dtype,
-        context=request.context,
-        users=request.users,
-        parameters=parameters(a),
-        weights_bytes=weights_bytes(a, request.quantization),
-        kv_bytes_per_token=kv_bytes_per_token(a, kv_dtype),
-        kv_bytes_at_context=kv_bytes(a, request.context, kv_dtype),
+        **_sizing(a, request),
         layout=layout,
         stages=(),
         placements=(),
