@@ -4,12 +4,30 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import Any, TypeVar
 
+from pyinfra.api.facts import FactBase
+from pyinfra.api.host import Host
 from pyinfra.api.operation import OperationMeta
 from pyinfra.context import host, state
 from pyinfra.operations import systemd
 
 logger = logging.getLogger("pyinfra")
+T = TypeVar("T")
+
+# Facts read while pyinfra prepares the run, once per host: they describe the hosts before any
+# change, and pyinfra would otherwise send the same command again for every role that asks.
+_facts: dict[tuple[str, type[Any]], Any] = {}
+
+
+def fact(kind: type[FactBase[T]], target: Host | None = None) -> T:
+    """A fact of the current host (or `target`), fetched at most once per run."""
+    target = target or host
+    key = (target.name, kind)
+    if key not in _facts:
+        _facts[key] = target.get_fact(kind)
+    result: T = _facts[key]
+    return result
 
 
 def fail_host(message: str) -> None:

@@ -12,7 +12,7 @@ from pyinfra.operations import apt, files
 from pyinfra.operations.util import any_changed
 
 from aicluster import firewall as rules
-from aicluster.deploy import fail_host, keep_running
+from aicluster.deploy import fact, fail_host, keep_running
 from aicluster.facts.net import IpAddr, interface_for_address
 from aicluster.inventory import host_spec
 from roles import unit_file
@@ -21,7 +21,7 @@ from roles import unit_file
 @deploy("Firewall")
 def firewall() -> None:
     spec, node = host_spec(host.data.aicluster_spec_file, host.data.aicluster_node)
-    interface = interface_for_address(host.get_fact(IpAddr)["interfaces"], str(node.data_address))
+    interface = interface_for_address(fact(IpAddr)["interfaces"], str(node.data_address))
     if interface is None:
         fail_host(f"no interface holds the data address {node.data_address}: cannot guard it")
         return

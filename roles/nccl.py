@@ -12,7 +12,7 @@ from pyinfra.api import deploy
 from pyinfra.operations import files
 
 from aicluster import nccl as nccl_env
-from aicluster.deploy import fail_host
+from aicluster.deploy import fact, fail_host
 from aicluster.facts.net import IpAddr
 from aicluster.facts.rdma import IbStat, ShowGids
 from aicluster.inventory import host_spec
@@ -29,9 +29,9 @@ def nccl() -> None:
         env = nccl_env.environment(
             spec,
             node,
-            interfaces=host.get_fact(IpAddr)["interfaces"],
-            ib_adapters=host.get_fact(IbStat)["adapters"] if fabric in RDMA_FABRICS else None,
-            gids=host.get_fact(ShowGids)["gids"] if fabric == "roce" else None,
+            interfaces=fact(IpAddr)["interfaces"],
+            ib_adapters=fact(IbStat)["adapters"] if fabric in RDMA_FABRICS else None,
+            gids=fact(ShowGids)["gids"] if fabric == "roce" else None,
             debug=host.data.get("nccl_debug", "WARN"),
         )
     except nccl_env.NcclError as error:

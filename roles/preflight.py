@@ -13,6 +13,7 @@ from pyinfra.api.exceptions import DeployError
 from pyinfra.context import host, inventory
 
 from aicluster import runtime
+from aicluster.deploy import fact
 from aicluster.facts.runtime import RuntimeFingerprint
 
 _checked: dict[str, str] = {}
@@ -23,7 +24,7 @@ def preflight() -> None:
     if "table" not in _checked:
         fingerprints: dict[str, dict[str, Any]] = {}
         for node in inventory.get_active_hosts():
-            fingerprint = node.get_fact(RuntimeFingerprint)
+            fingerprint = fact(RuntimeFingerprint, node)
             if fingerprint and fingerprint.get("python") is not None:
                 fingerprints[node.name] = fingerprint
         _checked["table"] = runtime.drift_table(runtime.drift(fingerprints))

@@ -10,6 +10,7 @@ from pyinfra.api import deploy
 from pyinfra.operations import apt, files, server
 
 from aicluster import runtime, wheelhouse
+from aicluster.deploy import fact
 from aicluster.facts.runtime import RuntimeFingerprint
 from aicluster.inventory import host_spec
 
@@ -30,7 +31,7 @@ def python_runtime() -> None:
             name="libnuma, g++ and Python headers for vLLM's CPU build",
             packages=["libnuma1", "g++", "python3-dev"],
         )
-    fingerprint = host.get_fact(RuntimeFingerprint)
+    fingerprint = fact(RuntimeFingerprint)
     if runtime.satisfies(fingerprint, pins):
         host.noop(
             f"{pins.vllm_distribution} {pins.vllm} and ray {pins.ray} on Python {fingerprint['python']}"
