@@ -23,7 +23,8 @@ _checked: dict[str, str] = {}
 def preflight() -> None:
     if "table" not in _checked:
         fingerprints: dict[str, dict[str, Any]] = {}
-        for node in inventory.get_active_hosts():
+        active = set(inventory.get_active_hosts())
+        for node in (h for h in inventory if h in active):  # inventory order: a stable table
             fingerprint = fact(RuntimeFingerprint, node)
             if fingerprint and fingerprint.get("python") is not None:
                 fingerprints[node.name] = fingerprint
