@@ -23,6 +23,8 @@ from pydantic import (
     model_validator,
 )
 
+from aicluster import driver
+
 Loc = tuple[str | int, ...]
 
 # A node name becomes a hostname, a pyinfra host name and part of file names: keep it DNS-safe.
@@ -201,6 +203,21 @@ class Versions(Strict):
     """Driver branch such as "570" or "570-open"."""
 
 
+class NvidiaDriver(Strict):
+    """How the NVIDIA driver gets onto GPU nodes (roles/nvidia_driver; branch in serving.versions)."""
+
+    source: Literal["cuda-repo", "distro", "preinstalled"] = "cuda-repo"
+    """cuda-repo: NVIDIA's CUDA repository (Ubuntu 22.04/24.04, Debian 12). distro: the
+    distribution's own packages (Ubuntu's signed -server modules, Debian 12's 535). preinstalled:
+    change nothing, only check that the loaded driver is the pinned branch."""
+    kernel_modules: Literal["auto", "open", "proprietary"] = "auto"
+    """auto: open for Turing and newer, proprietary for Maxwell, Pascal and Volta. A branch ending
+    in -open asks for open."""
+    allow_reboot: bool = False
+    """Reboot a node (one at a time) when its loaded driver is not the planned one. Off: the run
+    says "reboot needed" and leaves it to you."""
+
+
 class Serving(Strict):
     model: ModelSource
     parallelism: Parallelism = Parallelism()
@@ -247,6 +264,7 @@ class ClusterSpec(Strict):
     nodes: Annotated[list[Node], Field(min_length=1)]
     serving: Serving
     security: Security = Security()
+    nvidia_driver: NvidiaDriver = NvidiaDriver()
 
     @model_validator(mode="after")
     def _rules(self) -> ClusterSpec:
@@ -268,6 +286,7 @@ class ClusterSpec(Strict):
             *self._pinned_versions(),
             *self._parallelism(),
             *self._distributed_backend(),
+            *self._driver_flavour(),
         ]
 
     @property
@@ -438,6 +457,24 @@ class ClusterSpec(Strict):
         if serving.versions.ray is None:
             problems.append(Problem(("serving", "versions", "ray"),
                 "pin the Ray version: the Ray executor needs the same Ray on every node"))  # fmt: skip
+        return problems
+
+    def _driver_flavour(self) -> list[Problem]:
+        branch = self.serving.versions.nvidia_driver_branch
+        modules = self.nvidia_driver.kernel_modules
+        if branch is not None and branch.endswith("-open") and modules == "proprietary":
+            return [Problem(("nvidia_driver", "kernel_modules"),
+                f"proprietary contradicts the branch {branch}: drop -open or choose open")]  # fmt: skip
+        problems = []
+        for node in self.nodes:
+            if node.os not in LINUX:
+                continue
+            for index, group in enumerate(node.gpus):
+                generation = driver.generation_of_model(group.model)
+                problem = generation and driver.flavour_problem(generation, branch, modules)
+                if problem:
+                    problems.append(Problem(self._node_loc(node, "gpus", index, "model"),
+                        f"{group.model}: {problem}"))  # fmt: skip
         return problems
 
     def _parallelism(self) -> list[Problem]:

@@ -8,6 +8,7 @@ Roles run in dependency order; each reads the spec the inventory was built from.
 from roles.base import base
 from roles.firewall import firewall
 from roles.nccl import nccl
+from roles.nvidia_driver import nvidia_driver
 from roles.preflight import preflight
 from roles.python_runtime import python_runtime
 from roles.ray import ray
@@ -15,6 +16,7 @@ from roles.vllm import vllm
 
 preflight()
 base()
+nvidia_driver()
 nccl()
 python_runtime()
 ray()

@@ -238,3 +238,30 @@ def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
 def test_example_inventories_are_valid(name: str) -> None:
     spec = load_spec(INVENTORIES / f"{name}.yaml")
     assert spec.cluster.name
+
+
+def test_open_branch_contradicts_proprietary_modules(tmp_path: Path) -> None:
+    data = homelab()
+    data["serving"]["versions"]["nvidia_driver_branch"] = "570-open"
+    data["nvidia_driver"] = {"kernel_modules": "proprietary"}
+    assert only_problem(tmp_path, data) == (
+        "nvidia_driver.kernel_modules: proprietary contradicts the branch 570-open: "
+        "drop -open or choose open"
+    )
+    data["nvidia_driver"] = {"kernel_modules": "open", "source": "distro", "allow_reboot": True}
+    assert problems_of(tmp_path, data) == []
+
+
+def test_gpu_generation_refuses_an_impossible_driver_flavour(tmp_path: Path) -> None:
+    data = homelab()
+    data["nodes"][1]["gpus"][0]["model"] = "Tesla P40"
+    data["serving"]["versions"]["nvidia_driver_branch"] = "570-open"
+    message = only_problem(tmp_path, data)
+    assert message.startswith(
+        "nodes.gpu2.gpus[0].model: Tesla P40: Pascal GPUs need the proprietary"
+    )
+    data["serving"]["versions"]["nvidia_driver_branch"] = "570"
+    assert problems_of(tmp_path, data) == []
+    data["nodes"][1]["gpus"][0]["model"] = "NVIDIA GeForce RTX 5090"
+    data["nvidia_driver"] = {"kernel_modules": "proprietary"}
+    assert "Blackwell GPUs run the open kernel modules only" in only_problem(tmp_path, data)
