@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 from pyinfra.api.facts import FactBase
 from pyinfra.api.host import Host
 from pyinfra.api.operation import OperationMeta
-from pyinfra.context import host, state
+from pyinfra.context import ctx_host, host, state
 from pyinfra.operations import systemd
 
 logger = logging.getLogger("pyinfra")
@@ -33,7 +33,9 @@ def fact(kind: type[FactBase[T]], target: Host | None = None) -> T:
 def fail_host(message: str) -> None:
     """Stop the current host with a message; every other host goes on (a re-run converges it)."""
     logger.error(f"{host.print_prefix}{message}")
-    state.fail_hosts({host})  # type: ignore[no-untyped-call]
+    # The Host itself, not pyinfra's context proxy: the proxy would stand for whichever host
+    # pyinfra works on next, and state.failed_hosts would stop naming this one.
+    state.fail_hosts({ctx_host.get()})  # type: ignore[no-untyped-call]
 
 
 def keep_running(unit: str, unit_file: OperationMeta, restart_if: Callable[[], bool]) -> None:
