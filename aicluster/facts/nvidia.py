@@ -796,12 +796,53 @@ def parse_pci_devices(text: str) -> dict[str, Any]:
     return found
 
 
+XID_LINE = re.compile(r"NVRM: Xid \((?P<device>[^)]*)\): (?P<xid>[0-9]+),?\s*(?P<detail>.*)")
+# Xids after which the GPU needs a reset or the node a reboot, or the hardware is failing
+# (NVIDIA's "XID Errors" catalogue): double-bit ECC (48), GSP/PMU halt (62), row-remap failure
+# (64), NVLink (74), fallen off the bus (79), high single-bit ECC rate (92), contained and
+# uncontained ECC (94, 95), GSP RPC timeout / error (119, 120), C2C link (121).
+FATAL_XIDS = frozenset({48, 62, 64, 74, 79, 92, 94, 95, 119, 120, 121})
+
+
+GPU_ADDRESS_LINE = re.compile(r"NVRM: The NVIDIA GPU (?P<device>[0-9a-fA-F:.]+)")
+FALLEN_OFF_LINE = re.compile(r"NVRM: fallen off the bus")
+
+
+def parse_xid_events(text: str) -> dict[str, Any]:
+    """NVIDIA Xid events in a kernel log (`dmesg`, `journalctl -k`): {"events": [{"xid", "device",
+    "detail", "fatal"}]}. A GPU that fell off the bus is reported without an Xid line by recent
+    drivers: it is an event with "xid" None, fatal. Other lines are skipped."""
+    _, body = _unwrap(text)
+    events: list[dict[str, Any]] = []
+    gpu = None
+    for line in body.split("\n"):
+        address = GPU_ADDRESS_LINE.search(line)
+        if address:
+            gpu = address.group("device")
+        if FALLEN_OFF_LINE.search(line):
+            detail = "fallen off the bus and not responding"
+            events.append({"xid": None, "device": gpu, "detail": detail, "fatal": True})
+        match = XID_LINE.search(line)
+        if match:
+            xid = int(match.group("xid"))
+            events.append(
+                {
+                    "xid": xid,
+                    "device": match.group("device"),
+                    "detail": match.group("detail").strip(),
+                    "fatal": xid in FATAL_XIDS,
+                }
+            )
+    return {"events": events}
+
+
 PARSE_KINDS: dict[str, Parser] = {
     "nvidia-smi-query": parse_nvidia_smi_query,
     "nvidia-topo": parse_nvidia_topo,
     "nvlink-status": parse_nvlink_status,
     "nvidia-driver-version": parse_nvidia_driver_version,
     "nvidia-pci": parse_pci_devices,
+    "nvidia-xid": parse_xid_events,
 }
 
 
