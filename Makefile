@@ -18,14 +18,16 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e '.[dev,lab]'
 	touch $(STAMP)
 
-# The local lab cluster: boot it, converge it twice (the second run must change nothing), ask the
-# served model for a completion, then take the lab down unless KEEP_LAB=1.
+# The local lab cluster: boot it, converge it twice (the second run must change nothing), verify
+# every node and the cluster, ask the served model for a completion, then take the lab down unless
+# KEEP_LAB=1.
 demo: $(STAMP)
 	$(BIN)/aicluster validate inventories/homelab.yaml inventories/h100_workstation.yaml \
 	  inventories/multinode_ib.yaml inventories/mac_studios.yaml
 	$(BIN)/aicluster lab up --nodes 2 --outsider
 	$(BIN)/pyinfra -y inventories/lab.py deploys/vllm_cluster.py
 	$(BIN)/pyinfra -y inventories/lab.py deploys/vllm_cluster.py
+	$(BIN)/aicluster verify inventories/lab.py
 	$(BIN)/aicluster complete inventories/lab.yaml "A cluster of two nodes" --max-tokens 16
 	$(BIN)/aicluster lab status
 	@if [ "$(KEEP_LAB)" = 1 ]; then echo "the lab stays up: aicluster lab ssh node1 / make demo-down"; \

@@ -18,6 +18,7 @@ from aicluster import simulation
 from aicluster.commands.complete import complete_command
 from aicluster.commands.parse import parse_command
 from aicluster.commands.plan import plan_command
+from aicluster.commands.verify import verify_command
 from aicluster.inventory import SpecError, load_spec, spec_path
 from aicluster.lab import LabError
 
@@ -71,6 +72,7 @@ def validate(inventories: tuple[str, ...]) -> None:
 main.add_command(plan_command)
 main.add_command(parse_command)
 main.add_command(complete_command)
+main.add_command(verify_command)
 
 
 @main.group()

@@ -8,7 +8,17 @@ interface, and Ray's, NCCL/Gloo's and vLLM's internal ports are dropped whatever
 
 from __future__ import annotations
 
-from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
+import json
+from ipaddress import (
+    IPv4Address,
+    IPv4Network,
+    IPv6Address,
+    IPv6Network,
+    ip_address,
+    ip_network,
+    summarize_address_range,
+)
+from typing import Any
 
 from aicluster import ports
 from aicluster.spec import ClusterSpec
@@ -90,3 +100,175 @@ def ruleset(spec: ClusterSpec, data_interface: str) -> str:
         "}",
     ]
     return "\n".join(lines) + "\n"
+
+
+# --- reading a ruleset back: which cluster ports would a packet from outside reach? -------------
+
+Verdict = bool | None  # True: matches every outside packet; False: none; None: some
+
+
+def _ports_of(value: Any) -> list[tuple[int, int]] | None:
+    """Port ranges of an nft JSON right-hand side; None when it is not a port literal."""
+    if isinstance(value, int):
+        return [(value, value)]
+    if isinstance(value, dict) and "range" in value:
+        low, high = value["range"]
+        return [(int(low), int(high))]
+    if isinstance(value, dict) and "set" in value:
+        found: list[tuple[int, int]] = []
+        for element in value["set"]:
+            part = _ports_of(element)
+            if part is None:
+                return None
+            found += part
+        return found
+    return None
+
+
+def _addresses_of(value: Any) -> list[IPv4Network | IPv6Network] | None:
+    if isinstance(value, str):
+        try:
+            return [ip_network(value)]
+        except ValueError:
+            return None
+    if isinstance(value, dict) and "prefix" in value:
+        return [ip_network(f"{value['prefix']['addr']}/{value['prefix']['len']}", strict=False)]
+    if isinstance(value, dict) and "range" in value:
+        low, high = (ip_address(v) for v in value["range"])
+        return list(summarize_address_range(low, high))
+    if isinstance(value, dict) and "set" in value:
+        found: list[IPv4Network | IPv6Network] = []
+        for element in value["set"]:
+            part = _addresses_of(element)
+            if part is None:
+                return None
+            found += part
+        return found
+    return None
+
+
+class _Table:
+    def __init__(self, nft: dict[str, Any], cluster: set[str]) -> None:
+        self.cluster = cluster
+        self.sets: dict[str, Any] = {}
+        self.chains: list[dict[str, Any]] = []
+        self.rules: dict[str, list[dict[str, Any]]] = {}
+        for entry in nft.get("nftables", []):
+            if "set" in entry:
+                self.sets[entry["set"]["name"]] = {"set": entry["set"].get("elem", [])}
+            elif "chain" in entry:
+                self.chains.append(entry["chain"])
+            elif "rule" in entry:
+                self.rules.setdefault(entry["rule"]["chain"], []).append(entry["rule"])
+
+    def value(self, right: Any) -> Any:
+        if isinstance(right, str) and right.startswith("@"):
+            return self.sets.get(right[1:], {"set": []})
+        return right
+
+    def match(self, expression: dict[str, Any], port: int) -> Verdict:
+        op, left, right = expression["op"], expression["left"], self.value(expression["right"])
+        verdict = self._positive(left, right, port)
+        if op == "!=" and verdict is not None:
+            return not verdict
+        if op not in ("==", "in", "!="):
+            return None
+        return verdict
+
+    def _positive(self, left: Any, right: Any, port: int) -> Verdict:
+        if not isinstance(left, dict):
+            return None
+        if "ct" in left and left["ct"].get("key") == "state":
+            states = (
+                right
+                if isinstance(right, list)
+                else right.get("set", [right])
+                if isinstance(right, dict)
+                else [right]
+            )
+            return "new" in states
+        if "meta" in left and left["meta"].get("key") in ("iif", "iifname"):
+            names = right.get("set", []) if isinstance(right, dict) else [right]
+            return False if names == ["lo"] else None
+        if "meta" in left and left["meta"].get("key") == "l4proto":
+            protocols = right.get("set", []) if isinstance(right, dict) else [right]
+            return "tcp" in protocols
+        if "payload" in left:
+            field = left["payload"].get("field")
+            if field == "dport":
+                ranges = _ports_of(right)
+                return None if ranges is None else any(low <= port <= high for low, high in ranges)
+            if field == "saddr":
+                networks = _addresses_of(right)
+                if networks is None:
+                    return None
+                outside = [n for n in networks if not self._within_cluster(n)]
+                return None if outside else False
+        return None
+
+    def _within_cluster(self, network: IPv4Network | IPv6Network) -> bool:
+        return network.num_addresses == 1 and str(network.network_address) in self.cluster
+
+
+def _describe(rule: dict[str, Any]) -> str:
+    parts = []
+    for expression in rule.get("expr", []):
+        if "match" in expression:
+            match = expression["match"]
+            left = match["left"]
+            key = (
+                f"{left['payload']['protocol']} {left['payload']['field']}"
+                if isinstance(left, dict) and "payload" in left
+                else " ".join(f"{k} {v.get('key', '')}".strip() for k, v in left.items())
+                if isinstance(left, dict)
+                else str(left)
+            )
+            op = "" if match["op"] in ("==", "in") else f"{match['op']} "
+            right = match["right"]
+            parts.append(
+                f"{key} {op}{right if isinstance(right, str | int) else json.dumps(right)}"
+            )
+        else:
+            parts.extend(expression.keys())
+    return " ".join(parts)
+
+
+def exposed_ports(nft: dict[str, Any], spec: ClusterSpec) -> list[str]:
+    """Cluster ports a new TCP connection from outside the cluster would reach, each with the rule
+    (or policy) that lets it in, read from `nft -j list table inet aicluster` of one node.
+
+    Conservative: a rule the reader cannot fully evaluate counts as letting the packet in when it
+    accepts, and as not stopping it when it drops. Other tables cannot re-open what this one drops
+    (nftables drops a packet that any base chain drops)."""
+    table = _Table(nft, {str(node.data_address) for node in spec.nodes})
+    inputs = [c for c in table.chains if c.get("hook") == "input" and c.get("type") == "filter"]
+    if not inputs:
+        return ["every cluster port: no input chain in table inet aicluster (firewall not loaded)"]
+    probes = sorted(
+        {*ports.RAY_PORTS, ports.VLLM_MASTER, *ports.RAY_WORKER_PORTS, *ports.INTERNAL_RANGE}
+    )
+    exposed = []
+    for port in probes:
+        for chain in inputs:
+            reason = _walk(
+                table, table.rules.get(chain["name"], []), chain.get("policy", "accept"), port
+            )
+            if reason:
+                exposed.append(f"{port}/tcp ({reason})")
+                break
+    return exposed
+
+
+def _walk(table: _Table, rules: list[dict[str, Any]], policy: str, port: int) -> str | None:
+    for rule in rules:
+        expressions = rule.get("expr", [])
+        verdicts = [table.match(e["match"], port) for e in expressions if "match" in e]
+        if any(v is False for v in verdicts):
+            continue
+        certain = all(v is True for v in verdicts)
+        keys = {key for e in expressions for key in e}
+        if keys & {"accept", "jump", "goto"}:
+            return f"rule: {_describe(rule)}"
+        if keys & {"drop", "reject"} and certain:
+            return None
+    return None if policy == "drop" else "no rule drops it; chain policy accept"

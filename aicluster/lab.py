@@ -755,7 +755,11 @@ def inventory_spec(machines: list[Machine], profile: str) -> dict[str, Any]:
                     "known_hosts_file": str(STATE_DIR / "known_hosts"),
                 },
                 "data_address": str(m.data_address),
-                **({"gpus": gpus, "accelerator_link": "pcie"} if gpus else {}),
+                **(
+                    {"gpus": gpus, "accelerator_link": simulation.spec_accelerator_link(profile)}
+                    if gpus
+                    else {}
+                ),
                 "fabric": [
                     {"kind": "ethernet", "interface": "data0", "rate_gbps": 10, "mtu": 1500}
                 ],
@@ -764,7 +768,13 @@ def inventory_spec(machines: list[Machine], profile: str) -> dict[str, Any]:
         ],
         "serving": {
             "model": {"path": MODEL_PATH, "quantization": "float32", "max_context": 2048},
-            "parallelism": {"tensor": 1, "pipeline": len(nodes), "data": 1},
+            # One stage per node; a simulated multi-GPU node holds replicas (the tiny model has
+            # too few heads to split by tensor parallel).
+            "parallelism": {
+                "tensor": 1,
+                "pipeline": len(nodes),
+                "data": sum(group["count"] for group in gpus) or 1,
+            },
             "api_port": 8000,
             "versions": {"python": "3.11", "vllm": "0.32.0", "ray": "2.60.0"},
             # The CPU build refuses the Ray executor; Ray itself still runs, secured, for the checks.

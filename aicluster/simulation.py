@@ -15,10 +15,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from aicluster.facts.nvidia import parse_nvidia_smi_query, parse_nvidia_topo, parse_nvlink_status
+from aicluster.plan import gpu_info
+
 CAPTURES = Path(__file__).parent / "captures"
 MARKER = "etc/aicluster-lab-simulation"
 SHARE = "usr/share/aicluster-lab/simulation"
 REPLAYED = ("nvidia-smi",)
+# Options nvidia-smi documents as the same: a capture of one answers the other.
+ALIASES = {"-a": "-q", "--query": "-q"}
 
 
 def profiles() -> list[str]:
@@ -60,10 +65,15 @@ def replayable(profile: str) -> list[tuple[Path, Capture]]:
     return found
 
 
-def spec_gpus(profile: str) -> list[dict[str, Any]]:
-    """The GPUs of a profile as the spec lists them, read from its real `--query-gpu` capture."""
-    if profile == "cpu":
-        return []
+def _captured(profile: str, *argv: str) -> Capture | None:
+    wanted = [ALIASES.get(arg, arg) for arg in argv]
+    for _, capture in replayable(profile):
+        if [ALIASES.get(arg, arg) for arg in capture.argv] == wanted and capture.exit_status == 0:
+            return capture
+    return None
+
+
+def _models_from_query_csv(profile: str) -> list[tuple[str, float]]:
     models: list[tuple[str, float]] = []
     for _, capture in replayable(profile):
         options = dict(arg.split("=", 1) for arg in capture.argv[1:] if "=" in arg)
@@ -78,10 +88,45 @@ def spec_gpus(profile: str) -> list[dict[str, Any]]:
             cells = dict(zip(fields, (cell.strip() for cell in row.split(",")), strict=True))
             models.append((cells["name"], round(int(cells["memory.total"].split()[0]) / 1024, 1)))
         break
+    return models
+
+
+def _models_from_reports(profile: str) -> list[tuple[str, float]]:
+    """From `nvidia-smi -q`, else from the GPU lines of `nvidia-smi nvlink -s` (memory from the
+    planner's GPU table)."""
+    query = _captured(profile, "nvidia-smi", "-q")
+    if query is not None:
+        gpus = parse_nvidia_smi_query(query.output)["gpus"]
+        return [(g["name"], round(g["memory_total_mib"] / 1024, 1)) for g in gpus]
+    links = _captured(profile, "nvidia-smi", "nvlink", "-s")
+    models = []
+    for gpu in parse_nvlink_status(links.output)["gpus"] if links else []:
+        info = gpu_info(gpu["name"])
+        if info is not None:
+            models.append((gpu["name"], float(info.memory_gib)))
+    return models
+
+
+def spec_gpus(profile: str) -> list[dict[str, Any]]:
+    """The GPUs of a profile as the spec lists them, read from its real captures: `--query-gpu`,
+    else `nvidia-smi -q`, else `nvidia-smi nvlink -s`."""
+    if profile == "cpu":
+        return []
+    models = _models_from_query_csv(profile) or _models_from_reports(profile)
     return [
         {"model": model, "count": models.count((model, memory)), "memory_gib": memory}
         for model, memory in dict.fromkeys(models)
     ]
+
+
+def spec_accelerator_link(profile: str) -> str:
+    """nvlink when the profile's real `nvidia-smi topo -m` joins GPUs by NVLink, else pcie."""
+    topo = _captured(profile, "nvidia-smi", "topo", "-m")
+    if topo is None:
+        return "pcie"
+    links = parse_nvidia_topo(topo.output)["links"]
+    nvlinked = any(cell.startswith("NV") for row in links.values() for cell in row.values())
+    return "nvlink" if nvlinked else "pcie"
 
 
 REPLAY_SCRIPT = '''\
@@ -94,10 +139,17 @@ from pathlib import Path
 
 # This script lives in /usr/local/bin; the captures beside it in /usr/share.
 CAPTURES = Path(__file__).resolve().parents[2] / "{share_in_usr}/{profile}"
+ALIASES = {ALIASES!r}
+
+
+def canonical(argv):
+    return [ALIASES.get(arg, arg) for arg in argv]
+
+
 asked = ["{command}", *sys.argv[1:]]
 for path in sorted(CAPTURES.glob("*.txt")):
     lines = path.read_text().split("\\n")
-    if lines[0].startswith("$ ") and shlex.split(lines[0][2:]) == asked:
+    if lines[0].startswith("$ ") and canonical(shlex.split(lines[0][2:])) == canonical(asked):
         body = lines[1:]
         while body and body[-1] == "":
             body.pop()
@@ -122,7 +174,10 @@ def install(root: Path, profile: str) -> None:
         script.parent.mkdir(parents=True, exist_ok=True)
         script.write_text(
             REPLAY_SCRIPT.format(
-                command=command, profile=profile, share_in_usr=SHARE.removeprefix("usr/")
+                command=command,
+                profile=profile,
+                share_in_usr=SHARE.removeprefix("usr/"),
+                ALIASES=ALIASES,
             )
         )
         script.chmod(0o755)

@@ -43,7 +43,10 @@ def test_lab_needs_linux(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_unknown_profile_is_refused_before_anything_runs() -> None:
     result = CliRunner().invoke(main, ["lab", "up", "--profile", "a100"])
     assert result.exit_code == 2
-    assert "'a100' is not one of 'cpu', 'h100', 'h200'" in result.output
+    assert (
+        "'a100' is not one of 'cpu', 'fault-nvlink', 'fault-pcie-width', 'h100', 'h200'"
+        in result.output
+    )
 
 
 @pytest.mark.parametrize(

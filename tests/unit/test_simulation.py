@@ -77,3 +77,45 @@ def test_installed_nvidia_smi_refuses_what_was_never_captured(tmp_path: Path) ->
 def test_cpu_profile_installs_nothing(tmp_path: Path) -> None:
     simulation.install(tmp_path, "cpu")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_fault_profiles_describe_their_hardware_from_the_real_outputs() -> None:
+    assert simulation.spec_gpus("fault-pcie-width") == [
+        {"model": "NVIDIA GeForce RTX 4060 Ti", "count": 2, "memory_gib": 16.0}
+    ]
+    assert simulation.spec_accelerator_link("fault-pcie-width") == "pcie"
+    assert simulation.spec_gpus("fault-nvlink") == [
+        {"model": "NVIDIA RTX A6000", "count": 3, "memory_gib": 48.0}
+    ]
+    assert simulation.spec_accelerator_link("fault-nvlink") == "nvlink"
+
+
+def test_a_capture_of_nvidia_smi_a_answers_nvidia_smi_q(tmp_path: Path) -> None:
+    simulation.install(tmp_path, "fault-pcie-width")
+    script = tmp_path / "usr/local/bin/nvidia-smi"
+    fixture = (
+        Path(__file__).parents[1] / "fixtures/nvidia/nvidia-smi-q-2x-rtx4060ti-reduced-width.txt"
+    )
+    for option in ("-q", "-a", "--query"):
+        result = subprocess.run(
+            [sys.executable, str(script), option], capture_output=True, text=True, check=False
+        )
+        assert result.returncode == 0
+        assert result.stdout == fixture.read_text()
+
+
+@pytest.mark.parametrize(
+    ("capture", "fixture"),
+    [
+        ("fault-pcie-width/nvidia-smi-a.txt", "nvidia-smi-q-2x-rtx4060ti-reduced-width.txt"),
+        ("fault-nvlink/topo-m.txt", "topo-m-3x-rtx-a6000-nvlink-bridge.txt"),
+        ("fault-nvlink/nvlink-s.txt", "nvlink-s-3x-rtx-a6000-one-gpu-inactive.txt"),
+    ],
+)
+def test_fault_profiles_replay_the_public_fixtures_byte_for_byte(
+    capture: str, fixture: str
+) -> None:
+    replayed = simulation.read_capture((CAPTURES / capture).read_text())
+    assert replayed is not None and replayed.exit_status == 0
+    original = (Path(__file__).parents[1] / "fixtures/nvidia" / fixture).read_text()
+    assert replayed.output == original + ("" if original.endswith("\n") else "\n")
