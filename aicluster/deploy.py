@@ -38,11 +38,16 @@ def fail_host(message: str) -> None:
     state.fail_hosts({ctx_host.get()})  # type: ignore[no-untyped-call]
 
 
-def keep_running(unit: str, unit_file: OperationMeta, restart_if: Callable[[], bool]) -> None:
+def keep_running(
+    unit: str, unit_file: OperationMeta, restart_if: Callable[[], bool] | None
+) -> None:
     """A systemd service installed from `unit_file`: loaded when that file changed, running and
-    enabled, restarted when `restart_if` says its configuration changed."""
+    enabled, restarted when `restart_if` says its configuration changed (None: the caller
+    restarts it its own way)."""
     systemd.daemon_reload(name="systemd reloaded (unit changed)", _if=unit_file.did_change)
     systemd.service(name=f"{unit} running and enabled", service=unit, running=True, enabled=True)
+    if restart_if is None:
+        return
     systemd.service(
         name=f"{unit} restarted (configuration changed)",
         service=unit,

@@ -3,7 +3,9 @@
 Single node: one service, tensor (and pipeline) parallel with the multiprocessing executor.
 Several nodes, `ray` backend: the head runs vLLM with the Ray executor over the Ray cluster, the
 workers run Ray only. Several nodes, `native` backend: every node runs vLLM with --nnodes and its
---node-rank, the workers --headless. Secrets never appear here: the service reads them from
+--node-rank, the workers --headless. Several nodes with one whole replica each (data parallel =
+the node count, nothing split across nodes): every node serves on its own, and a changed
+configuration restarts them one at a time. Secrets never appear here: the service reads them from
 systemd credentials (see templates/vllm/vllm-serve.py).
 """
 
@@ -34,6 +36,10 @@ class Launch:
     runs_vllm: bool
     arguments: tuple[str, ...] = ()
     environment: tuple[tuple[str, str], ...] = ()
+    serves_api: bool = False
+    """This node answers the OpenAI API (the head; every node when each holds a replica)."""
+    replica_per_node: bool = False
+    """Every node is an independent replica: restarts roll, one node at a time."""
 
 
 def layout(spec: ClusterSpec) -> plan.Layout:
@@ -59,17 +65,29 @@ def served_name(spec: ClusterSpec) -> str:
     return model.hf_id or PurePosixPath(model.path or "model").name
 
 
+def replica_per_node(spec: ClusterSpec, shape: plan.Layout) -> bool:
+    """Data parallel across nodes with every node holding one whole replica (TP inside it)."""
+    return (
+        len(spec.nodes) > 1
+        and shape.dp == len(spec.nodes)
+        and shape.pp == 1
+        and all(len(node.device_models()) == shape.tp for node in spec.nodes)
+    )
+
+
 def launch(spec: ClusterSpec, node: Node) -> Launch:
     serving = spec.serving
     model = serving.model
     shape = layout(spec)
-    multinode = len(spec.nodes) > 1
+    replicas = replica_per_node(spec, shape)
+    multinode = len(spec.nodes) > 1 and not replicas
     backend = serving.distributed_backend if multinode else "mp"
     if backend == "ray" and node.role != "head":
         return Launch(runs_vllm=False)
     if multinode and shape.dp > 1:
-        raise LaunchError("data parallel replicas across nodes are not deployed yet: set data: 1, "
-                          "or run one cluster (inventory) per replica")  # fmt: skip
+        raise LaunchError("data parallel replicas spanning several nodes are not deployed yet: "
+                          "give each node one whole replica (pipeline: 1, data: the node count), "
+                          "or set data: 1")  # fmt: skip
     args = [
         "serve",
         model.path or model.hf_id or "",
@@ -88,7 +106,7 @@ def launch(spec: ClusterSpec, node: Node) -> Launch:
         args.append("--quantization=fp8")
     if node.gpus:
         args.append(f"--gpu-memory-utilization={serving.gpu_memory_utilization:g}")
-    if backend == "mp" and shape.dp > 1:
+    if backend == "mp" and shape.dp > 1 and not replicas:
         args.append(f"--data-parallel-size={shape.dp}")
     if backend in ("mp", "ray") and shape.tp * shape.pp > 1:
         args.append(f"--distributed-executor-backend={backend}")
@@ -112,4 +130,10 @@ def launch(spec: ClusterSpec, node: Node) -> Launch:
         env["RAY_ADDRESS"] = f"{spec.head.data_address}:{ports.RAY_GCS}"
         env["RAY_AUTH_MODE"] = "token"
         env["RAY_AUTH_TOKEN_PATH"] = raycluster.TOKEN_FILE
-    return Launch(runs_vllm=True, arguments=tuple(args), environment=tuple(sorted(env.items())))
+    return Launch(
+        runs_vllm=True,
+        arguments=tuple(args),
+        environment=tuple(sorted(env.items())),
+        serves_api=replicas or node.role == "head",
+        replica_per_node=replicas,
+    )

@@ -1,17 +1,21 @@
 """vLLM: the OpenAI-compatible service, its arguments from the spec and the plan.
 
-The service restarts only when its unit, its launcher or a secret changed, and the head waits
-until /health answers before the run goes on. See aicluster/vllmserve.py for what runs where.
+The service restarts only when its unit, its launcher or a secret changed, and every node that
+serves the API waits until /health answers before the run goes on. The ranks of one engine restart
+together (a rank restarted alone waits forever for its old peers); independent replicas (one per
+node) restart one node at a time, each answering again before the next goes down, so the cluster
+keeps serving. See aicluster/vllmserve.py for what runs where.
 """
 
 from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.api.operation import OperationMeta
+from pyinfra.facts.systemd import SystemdStatus
 from pyinfra.operations import files, server
 from pyinfra.operations.util import any_changed
 
 from aicluster import plan, runtime, vllmserve
-from aicluster.deploy import fail_host, keep_running
+from aicluster.deploy import fact, fail_host, keep_running
 from aicluster.inventory import host_spec
 from aicluster.raycluster import STATE_DIR
 from aicluster.secrets import SecretError, ensure_secret, secret_path
@@ -89,20 +93,38 @@ def vllm() -> None:
     )
     mine = [unit, wrapper, *pushed]
     changed = any_changed(*mine)
-    if spec.serving.distributed_backend == "native" and len(spec.nodes) > 1:
+    port = spec.serving.api_port
+    if launch.replica_per_node and fact(SystemdStatus).get(f"{UNIT}.service", False):
+        keep_running(UNIT, unit, restart_if=None)
+        server.shell(
+            name="vLLM restarted one replica at a time, each answering before the next",
+            commands=[f"systemctl restart {UNIT} || exit 1; {health_wait(port)}"],
+            _serial=True,
+            _if=changed,
+        )
+        return
+    if (
+        spec.serving.distributed_backend == "native"
+        and len(spec.nodes) > 1
+        and not launch.replica_per_node
+    ):
         # All ranks are one engine: a rank restarted alone waits forever for its old peers.
         _ENGINE_CONFIG.extend(mine)
         changed = _any_rank_changed
     keep_running(UNIT, unit, restart_if=changed)
-    if node.role == "head":
-        port = spec.serving.api_port
+    if launch.serves_api:
         server.shell(
             name=f"vLLM answers /health on port {port}",
-            commands=[
-                f"for i in $(seq 1 {HEALTH_TIMEOUT_S // 5}); do "
-                f"curl -sf -o /dev/null http://127.0.0.1:{port}/health && exit 0; sleep 5; done; "
-                f"echo 'vLLM did not answer /health within {HEALTH_TIMEOUT_S}s: "
-                f"journalctl -u {UNIT}' >&2; exit 1"
-            ],
+            commands=[health_wait(port)],
             _if=changed,
         )
+
+
+def health_wait(port: int) -> str:
+    """Shell that waits for vLLM's /health on this node, failing with where to look."""
+    return (
+        f"for i in $(seq 1 {HEALTH_TIMEOUT_S // 5}); do "
+        f"curl -sf -o /dev/null http://127.0.0.1:{port}/health && exit 0; sleep 5; done; "
+        f"echo 'vLLM did not answer /health within {HEALTH_TIMEOUT_S}s: "
+        f"journalctl -u {UNIT}' >&2; exit 1"
+    )

@@ -9,7 +9,7 @@ import testinfra.host
 
 from aicluster import firewall, vllmserve
 from aicluster.checks import fail
-from aicluster.checks.context import Target, services
+from aicluster.checks.context import Target
 from aicluster.raycluster import TOKEN_FILE
 from aicluster.spec import ClusterSpec, Node
 
@@ -62,8 +62,12 @@ def test_secrets_private(host: testinfra.host.Host) -> None:
 
 
 def test_api_answers_health(host: testinfra.host.Host, node: Node, spec: ClusterSpec) -> None:
-    """vLLM's OpenAI API answers /health on the node that serves it."""
-    if vllmserve.UNIT not in services(spec, node) or node.role != "head":
+    """vLLM's OpenAI API answers /health on every node that serves it (the head, or each replica)."""
+    try:
+        serves = vllmserve.launch(spec, node).serves_api
+    except vllmserve.LaunchError as error:
+        fail(f"the spec cannot be served: {error}", "aicluster validate; aicluster plan")
+    if not serves:
         pytest.skip("the API is served by the head")
     url = f"http://127.0.0.1:{spec.serving.api_port}/health"
     code = host.run(f"curl -s -o /dev/null -w '%{{http_code}}' --max-time 10 {url}").stdout.strip()

@@ -93,8 +93,9 @@ class Op:
     `python <function>`."""
     uploads: Mapping[str, str]
     """Destination path -> content of each file the operation would upload."""
-    after_change_of: tuple[str, ...]
-    """Names of the operations whose change this one waits for (`_if=op.did_change`)."""
+    after_change_of: tuple[str | tuple[str, ...], ...]
+    """Names of the operations whose change this one waits for (`_if=op.did_change`); a tuple
+    inside stands for `_if=any_changed(...)`: a change of any one of them."""
     arguments: Mapping[str, Any]
     """pyinfra's global arguments of the operation (_serial, _sudo, ...)."""
 
@@ -128,7 +129,10 @@ class HostPlan:
         """Whether pyinfra would run the operation: it has commands, and every operation whose
         change it waits for would run (and so change) too."""
         op = self.op(name)
-        return bool(op.commands) and all(self.runs(other) for other in op.after_change_of)
+        return bool(op.commands) and all(
+            self.runs(other) if isinstance(other, str) else any(self.runs(o) for o in other)
+            for other in op.after_change_of
+        )
 
     def commands(self) -> list[str]:
         return [command for op in self.ops for command in op.commands]
@@ -257,9 +261,13 @@ def _host_plan(state: State, host: Host, records: _Records) -> HostPlan:
     return plan
 
 
-def _changed_op(condition: Callable[[], bool], names: Mapping[str, str]) -> str:
-    """The name of the operation behind `_if=<operation>.did_change`; DESIGN.md allows no other
-    kind of condition on a change, so any other is reported rather than guessed."""
+def _changed_op(condition: Callable[[], bool], names: Mapping[str, str]) -> str | tuple[str, ...]:
+    """The name of the operation behind `_if=<operation>.did_change`, or the names behind
+    pyinfra's `any_changed(...)`; DESIGN.md allows no other kind of condition on a change, so any
+    other is reported rather than guessed."""
+    cells = [cell.cell_contents for cell in getattr(condition, "__closure__", None) or ()]
+    if getattr(condition, "__qualname__", "").startswith("any_changed.") and len(cells) == 1:
+        return tuple(names[meta._hash] for meta in cells[0])
     meta = getattr(condition, "__self__", None)
     if not isinstance(meta, OperationMeta) or getattr(condition, "__name__", "") != "did_change":
         raise AssertionError(f"_if={condition!r}: only _if=<operation>.did_change is understood")
