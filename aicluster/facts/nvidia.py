@@ -171,25 +171,33 @@ CSV_FIELDS = {
     "power.limit": "power_limit_w",
 }
 
-# The fields the NvidiaSmiQuery fact asks for: what GPU_KEYS can hold, all of them fields of the
-# real query captured on our H100/H200 hosts (so the fact's output format is tested for real).
+# The fields the NvidiaSmiQuery fact asks for: exactly the query captured on our H100/H200 hosts,
+# in its order, so the fact's output format is tested for real and lab machines with simulated
+# hardware replay the fact's own command. GPU_KEYS takes what it knows; the rest stay in "fields".
 QUERY_FIELDS = (
     "index",
-    "name",
     "uuid",
+    "name",
     "pci.bus_id",
     "driver_version",
     "vbios_version",
     "memory.total",
+    "memory.used",
     "persistence_mode",
     "ecc.mode.current",
-    "mig.mode.current",
+    "ecc.errors.uncorrected.volatile.total",
+    "retired_pages.pending",
+    "remapped_rows.pending",
+    "remapped_rows.failure",
     "pcie.link.gen.current",
     "pcie.link.gen.max",
     "pcie.link.width.current",
     "pcie.link.width.max",
+    "clocks_event_reasons.active",
     "compute_cap",
+    "mig.mode.current",
     "power.limit",
+    "temperature.gpu",
 )
 
 CSV_FIELD_NAME = re.compile(r"[a-z][A-Za-z0-9_.]*")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from aicluster import simulation
+from aicluster.facts.nvidia import NvidiaSmiQuery
 
 CAPTURES = simulation.CAPTURES
 
@@ -119,3 +121,10 @@ def test_fault_profiles_replay_the_public_fixtures_byte_for_byte(
     assert replayed is not None and replayed.exit_status == 0
     original = (Path(__file__).parents[1] / "fixtures/nvidia" / fixture).read_text()
     assert replayed.output == original + ("" if original.endswith("\n") else "\n")
+
+
+@pytest.mark.parametrize("profile", ["h100", "h200"])
+def test_the_nvidia_smi_query_fact_asks_exactly_what_was_captured(profile: str) -> None:
+    # So simulated lab machines answer the fact the roles read, with the real output.
+    asked = shlex.split(NvidiaSmiQuery().command())
+    assert asked in [list(capture.argv) for _, capture in simulation.replayable(profile)]
