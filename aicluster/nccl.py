@@ -18,6 +18,9 @@ from aicluster.spec import RDMA_FABRICS, ClusterSpec, Node
 NCCL_DEBUG_LEVELS = ("VERSION", "WARN", "INFO", "TRACE")
 
 
+ENV_FILE = "/etc/aicluster/nccl.env"
+
+
 class NcclError(ValueError):
     """The node's facts contradict the spec; the message says what to fix on which node."""
 
@@ -68,19 +71,20 @@ def environment(
 def _active_hcas(node: Node, fabric: str, adapters: list[Mapping[str, Any]]) -> list[str]:
     """The spec's RDMA devices of this fabric that the node reports Active; any other is an error:
     NCCL would fall back to TCP sockets without failing."""
+    # ibstat says "Active", sysfs "ACTIVE": the same state.
     states = {
-        adapter.get("name"): {port.get("state") for port in adapter.get("ports", [])}
+        adapter.get("name"): {str(port.get("state")).lower() for port in adapter.get("ports", [])}
         for adapter in adapters
     }
     wanted = [port.hca for port in node.fabric if port.kind == fabric and port.hca]
-    inactive = [hca for hca in wanted if "Active" not in states.get(hca, set())]
+    inactive = [hca for hca in wanted if "active" not in states.get(hca, set())]
     if inactive:
         seen = ", ".join(
             f"{name}: {'/'.join(sorted(map(str, s))) or 'no ports'}" for name, s in states.items()
         )
         raise NcclError(
             f"{node.name}: {fabric} device(s) {', '.join(inactive)} are not Active "
-            f"(ibstat shows {seen or 'no adapters'}); NCCL would silently use TCP"
+            f"(the node reports {seen or 'no adapters'}); NCCL would silently use TCP"
         )
     return wanted
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv6Address, ip_address
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, ip_address
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -36,6 +36,8 @@ VERSION_PATTERN = r"^[0-9]+(\.[0-9]+)*([a-z0-9.+-]*)$"
 OsFamily = Literal["ubuntu", "debian", "macos"]
 LINUX: frozenset[str] = frozenset({"ubuntu", "debian"})
 RDMA_FABRICS: frozenset[str] = frozenset({"infiniband", "roce"})
+# Every Thunderbolt cable between two Linux nodes is its own point-to-point network.
+CABLE_PREFIX = 30
 
 
 @dataclass(frozen=True)
@@ -99,7 +101,16 @@ class ClusterSection(Strict):
     """CIDR of the fast network the engine's traffic (NCCL, Gloo, Ray, Exo) must use. It may equal the
     management network on a single-network homelab."""
     fabric: Literal["ethernet", "infiniband", "roce", "thunderbolt"] = "ethernet"
-    """Kind of the data network. infiniband, roce and thunderbolt need their ports named on every node."""
+    """Kind of the data network. infiniband, roce and thunderbolt need their ports named on every node.
+    thunderbolt between Linux nodes: every pair of nodes has its own cable, and the cable between
+    the i-th and the j-th node (i < j, in list order) takes the k-th /30 of data_network, counting
+    cables by j, then i (so appending a node never moves an existing cable); the earlier node gets
+    its first address, the later node the second. Each node's data_address is one of its cable
+    addresses, and peers reach it over their direct cable."""
+    subnet_manager: Literal["switch", "opensm"] = "switch"
+    """InfiniBand only: who runs the subnet manager. switch: a managed switch (or an SM already on
+    the fabric). opensm: no switch-run SM (unmanaged switch, or nodes cabled back to back), so
+    every node runs opensm: one becomes master, the others stand by."""
 
 
 class Ssh(Strict):
@@ -137,6 +148,34 @@ class FabricPort(Strict):
     mtu: Annotated[int, Field(ge=1280, le=65520)] = 1500
     hca: Annotated[str, Field(pattern=INTERFACE_PATTERN)] | None = None
     """RDMA device of an InfiniBand/RoCE port (mlx5_0), as NCCL_IB_HCA names it."""
+    peer: Name | None = None
+    """Thunderbolt only: the node at the other end of this port's cable. Required on Linux nodes,
+    where each cable gets its own /30 (see cluster.fabric)."""
+
+
+@dataclass(frozen=True)
+class CableEnd:
+    node: str
+    interface: str
+    address: IPv4Address
+
+
+@dataclass(frozen=True)
+class Cable:
+    """A Thunderbolt cable between two Linux nodes, with the /30 derived for it."""
+
+    network: IPv4Network
+    first: CableEnd
+    second: CableEnd
+
+    def joins(self, node: str) -> bool:
+        return node in (self.first.node, self.second.node)
+
+    def end_of(self, node: str) -> CableEnd:
+        return self.first if self.first.node == node else self.second
+
+    def other_end(self, node: str) -> CableEnd:
+        return self.second if self.first.node == node else self.first
 
 
 class Node(Strict):
@@ -154,7 +193,9 @@ class Node(Strict):
     accelerator_link: Literal["nvlink", "pcie", "unified_memory"] | None = None
     """How the GPUs of this node talk to each other. Required when the node has GPUs."""
     fabric: list[FabricPort] = []
-    """Ports of the data fabric. Ethernet ports may be left out: the data address finds them."""
+    """Ports of the data fabric. Ethernet ports may be left out: the data address finds them (and
+    keep their MTU). On an InfiniBand fabric the first infiniband port carries the data address
+    (IPoIB)."""
     psu_watts: Annotated[int, Field(gt=0)] | None = None
     """Power supply rating, for the planner's power budget (optional)."""
 
@@ -281,6 +322,8 @@ class ClusterSpec(Strict):
             *self._engine_os(),
             *self._accelerators(),
             *self._fabric_ports(),
+            *self._subnet_manager(),
+            *self._thunderbolt_cables(),
             *self._addresses(),
             *self._model_source(),
             *self._pinned_versions(),
@@ -392,6 +435,102 @@ class ClusterSpec(Strict):
                         )
                     )
         return problems
+
+    def _subnet_manager(self) -> list[Problem]:
+        fabric = self.cluster.fabric
+        if fabric == "infiniband" or self.cluster.subnet_manager == "switch":
+            return []
+        return [Problem(("cluster", "subnet_manager"),
+            f"a subnet manager is for an InfiniBand fabric; this cluster's fabric is {fabric}: "
+            "remove subnet_manager")]  # fmt: skip
+
+    def _linux_thunderbolt(self) -> bool:
+        return self.cluster.fabric == "thunderbolt" and all(n.os in LINUX for n in self.nodes)
+
+    def _thunderbolt_cables(self) -> list[Problem]:
+        """Each Thunderbolt port with a peer is one end of a cable whose other end names it back."""
+        by_name = {node.name: node for node in self.nodes}
+        problems = []
+        for node in self.nodes:
+            seen: set[str] = set()
+            for index, port in enumerate(node.fabric):
+                loc = self._node_loc(node, "fabric", index, "peer")
+                if port.kind != "thunderbolt":
+                    if port.peer is not None:
+                        problems.append(Problem(loc,
+                            "only a thunderbolt port names a peer (its cable's other end)"))  # fmt: skip
+                    continue
+                if port.peer is None:
+                    if node.os in LINUX:
+                        problems.append(Problem(loc,
+                            "name the node at the other end of this Thunderbolt cable: each "
+                            "cable gets its own /30"))  # fmt: skip
+                    continue
+                peer = by_name.get(port.peer)
+                if peer is None or peer is node:
+                    what = "this node itself" if peer is node else "no node of the spec"
+                    problems.append(
+                        Problem(loc, f"{port.peer} is {what}: name the node cabled here")
+                    )
+                elif port.peer in seen:
+                    problems.append(Problem(loc,
+                        f"a second cable to {port.peer}: one cable per pair of nodes"))  # fmt: skip
+                elif not any(p.kind == "thunderbolt" and p.peer == node.name for p in peer.fabric):
+                    problems.append(Problem(loc,
+                        f"{port.peer} has no thunderbolt port with peer: {node.name}: name both "
+                        "ends of the cable"))  # fmt: skip
+                seen.add(port.peer)
+        if problems or not self._linux_thunderbolt():
+            return problems
+        return self._cable_addresses()
+
+    def _cable_addresses(self) -> list[Problem]:
+        """Linux nodes over Thunderbolt have no switch: every pair needs its own cable, the data
+        network must hold a /30 for each, and a node's data address is one of its cable ends."""
+        names = [node.name for node in self.nodes]
+        problems = []
+        cabled = {frozenset((n.name, p.peer)) for n in self.nodes for p in n.fabric if p.peer}
+        for j, later in enumerate(self.nodes):
+            missing = [n for n in names[:j] if frozenset((n, later.name)) not in cabled]
+            if missing:
+                problems.append(Problem(self._node_loc(later, "fabric"),
+                    f"no Thunderbolt cable to {', '.join(missing)}: Thunderbolt has no switch, "
+                    "so every pair of nodes needs its own cable"))  # fmt: skip
+        network = self.cluster.data_network
+        needed = len(cabled) << (32 - CABLE_PREFIX)
+        if not isinstance(network, IPv4Network) or network.num_addresses < needed:
+            problems.append(Problem(("cluster", "data_network"),
+                f"{len(cabled)} Thunderbolt cable(s) need {len(cabled)} IPv4 /{CABLE_PREFIX} "
+                f"networks inside data_network ({network} is too small or not IPv4)"))  # fmt: skip
+        if problems:
+            return problems
+        for node in self.nodes:
+            ends = [cable.end_of(node.name) for cable in self.cables() if cable.joins(node.name)]
+            if node.data_address not in [end.address for end in ends]:
+                choices = ", ".join(f"{end.address} ({end.interface})" for end in ends)
+                problems.append(Problem(self._node_loc(node, "data_address"),
+                    f"{node.data_address} is on no Thunderbolt cable of this node: use one of "
+                    f"{choices}"))  # fmt: skip
+        return problems
+
+    def cables(self) -> list[Cable]:
+        """The Thunderbolt cables between Linux nodes, with their /30s (see cluster.fabric)."""
+        network = self.cluster.data_network
+        if not self._linux_thunderbolt() or not isinstance(network, IPv4Network):
+            return []
+        subnets = network.subnets(new_prefix=CABLE_PREFIX)
+        cables = []
+        for j, later in enumerate(self.nodes):
+            for earlier in self.nodes[:j]:
+                first = next((p for p in earlier.fabric if p.peer == later.name), None)
+                second = next((p for p in later.fabric if p.peer == earlier.name), None)
+                if first is None or second is None:
+                    continue
+                subnet = next(subnets)
+                low, high = list(subnet.hosts())
+                cables.append(Cable(subnet, CableEnd(earlier.name, first.interface, low),
+                                    CableEnd(later.name, second.interface, high)))  # fmt: skip
+        return cables
 
     def _addresses(self) -> list[Problem]:
         data_net = self.cluster.data_network

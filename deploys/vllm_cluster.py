@@ -6,6 +6,7 @@ Roles run in dependency order; each reads the spec the inventory was built from.
 """
 
 from roles.base import base
+from roles.fabric import fabric
 from roles.firewall import firewall
 from roles.nccl import nccl
 from roles.nvidia_driver import nvidia_driver
@@ -17,6 +18,7 @@ from roles.vllm import vllm
 preflight()
 base()
 nvidia_driver()
+fabric()
 nccl()
 python_runtime()
 ray()

@@ -14,11 +14,9 @@ from pyinfra.operations import files
 from aicluster import nccl as nccl_env
 from aicluster.deploy import fact, fail_host
 from aicluster.facts.net import IpAddr
-from aicluster.facts.rdma import IbStat, ShowGids
+from aicluster.facts.rdma import IbSysfs, ShowGids
 from aicluster.inventory import host_spec
 from aicluster.spec import RDMA_FABRICS
-
-ENV_FILE = "/etc/aicluster/nccl.env"
 
 
 @deploy("NCCL environment")
@@ -30,7 +28,8 @@ def nccl() -> None:
             spec,
             node,
             interfaces=fact(IpAddr)["interfaces"],
-            ib_adapters=fact(IbStat)["adapters"] if fabric in RDMA_FABRICS else None,
+            # sysfs, not ibstat: it answers before roles/fabric installs infiniband-diags.
+            ib_adapters=fact(IbSysfs)["devices"] if fabric in RDMA_FABRICS else None,
             gids=fact(ShowGids)["gids"] if fabric == "roce" else None,
             debug=host.data.get("nccl_debug", "WARN"),
         )
@@ -38,4 +37,9 @@ def nccl() -> None:
         fail_host(str(error))
         return
     files.directory(name="/etc/aicluster", path="/etc/aicluster", mode="755")
-    files.put(name=ENV_FILE, src=StringIO(nccl_env.render(env)), dest=ENV_FILE, mode="644")
+    files.put(
+        name=nccl_env.ENV_FILE,
+        src=StringIO(nccl_env.render(env)),
+        dest=nccl_env.ENV_FILE,
+        mode="644",
+    )

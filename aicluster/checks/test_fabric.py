@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import testinfra.host
 
-from aicluster import fabric
+from aicluster import fabric, nccl
 from aicluster.checks import fail
 from aicluster.checks.context import run
 from aicluster.spec import ClusterSpec
@@ -25,8 +25,8 @@ def nccl_envs(spec: ClusterSpec, hosts: Hosts) -> fabric.NcclEnvs:
         node.name: fabric.parse_env_file(
             run(
                 hosts[node.name],
-                f"cat {fabric.NCCL_ENV_FILE}",
-                f"{node.name}: {fabric.NCCL_ENV_FILE}",
+                f"cat {nccl.ENV_FILE}",
+                f"{node.name}: {nccl.ENV_FILE}",
                 FIX,
             )
         )

@@ -82,6 +82,19 @@ def test_infiniband_uses_exactly_the_active_hcas_of_the_spec() -> None:
     assert "NCCL_IB_DISABLE" not in env
 
 
+def test_infiniband_hcas_read_from_sysfs_before_any_tool_is_installed() -> None:
+    # roles/nccl reads /sys/class/infiniband (state "ACTIVE"): ibstat may not be installed yet.
+    spec, _ = with_data_address("multinode_ib", "192.0.2.2", "192.0.2.0/24")
+    devices = fixture("ib-sysfs", "rdma/ib-sysfs-gpud-h100.txt")["devices"]
+    data = spec.model_dump(mode="json")
+    data["nodes"][0]["fabric"] = [
+        {"kind": "infiniband", "interface": "ib0", "hca": "mlx5_0", "rate_gbps": 400, "mtu": 4092}
+    ]
+    spec = ClusterSpec.model_validate(data)
+    env = nccl.environment(spec, spec.nodes[0], dev_machine_interfaces(), ib_adapters=devices)
+    assert env["NCCL_IB_HCA"] == "=mlx5_0"
+
+
 def test_infiniband_port_not_active_stops_the_node() -> None:
     spec, node = with_data_address("multinode_ib", "192.0.2.2", "192.0.2.0/24")
     adapters = fixture("ibstat", "rdma/ibstat-h100-mixed-some-down.txt")["adapters"]

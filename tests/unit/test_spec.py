@@ -265,3 +265,139 @@ def test_gpu_generation_refuses_an_impossible_driver_flavour(tmp_path: Path) -> 
     data["nodes"][1]["gpus"][0]["model"] = "NVIDIA GeForce RTX 5090"
     data["nvidia_driver"] = {"kernel_modules": "proprietary"}
     assert "Blackwell GPUs run the open kernel modules only" in only_problem(tmp_path, data)
+
+
+def test_subnet_manager_only_on_an_infiniband_fabric(tmp_path: Path) -> None:
+    data = homelab()
+    data["cluster"]["subnet_manager"] = "opensm"
+    assert only_problem(tmp_path, data) == (
+        "cluster.subnet_manager: a subnet manager is for an InfiniBand fabric; this cluster's "
+        "fabric is ethernet: remove subnet_manager"
+    )
+    data = yaml.safe_load((INVENTORIES / "multinode_ib.yaml").read_text())
+    data["cluster"]["subnet_manager"] = "opensm"
+    assert problems_of(tmp_path, data) == []
+
+
+def thunderbolt_pair() -> dict[str, Any]:
+    """The homelab's two boxes on one Thunderbolt cable: 10.10.0.0/30, .1 and .2."""
+    data = homelab()
+    data["cluster"]["fabric"] = "thunderbolt"
+    first, second = data["nodes"]
+    first["data_address"], second["data_address"] = "10.10.0.1", "10.10.0.2"
+    for node, peer in ((first, second), (second, first)):
+        node["fabric"] = [
+            {"kind": "thunderbolt", "interface": "thunderbolt0", "rate_gbps": 40,
+             "peer": peer["name"]}
+        ]  # fmt: skip
+    return data
+
+
+def test_thunderbolt_pair_is_valid(tmp_path: Path) -> None:
+    assert problems_of(tmp_path, thunderbolt_pair()) == []
+
+
+def test_only_a_thunderbolt_port_names_a_peer(tmp_path: Path) -> None:
+    data = homelab()
+    data["nodes"][0]["fabric"][0]["peer"] = "gpu2"
+    assert only_problem(tmp_path, data) == (
+        "nodes.gpu1.fabric[0].peer: only a thunderbolt port names a peer (its cable's other end)"
+    )
+
+
+def test_linux_thunderbolt_port_names_its_peer(tmp_path: Path) -> None:
+    data = thunderbolt_pair()
+    del data["nodes"][0]["fabric"][0]["peer"]
+    problems = problems_of(tmp_path, data)
+    assert problems[0] == (
+        "nodes.gpu1.fabric[0].peer: name the node at the other end of this Thunderbolt cable: "
+        "each cable gets its own /30"
+    )
+    # A Mac's port may leave it out (macOS configures its own Thunderbolt bridge).
+    data = yaml.safe_load((INVENTORIES / "mac_studios.yaml").read_text())
+    for node in data["nodes"]:
+        del node["fabric"][0]["peer"]
+    assert problems_of(tmp_path, data) == []
+
+
+@pytest.mark.parametrize(
+    ("peers", "message"),
+    [
+        (["gpu9"], "gpu9 is no node of the spec: name the node cabled here"),
+        (["gpu1"], "gpu1 is this node itself: name the node cabled here"),
+        (["gpu2", "gpu2"], "a second cable to gpu2: one cable per pair of nodes"),
+    ],
+)
+def test_a_cable_joins_two_distinct_nodes_once(
+    tmp_path: Path, peers: list[str], message: str
+) -> None:
+    data = thunderbolt_pair()
+    port = data["nodes"][0]["fabric"][0]
+    data["nodes"][0]["fabric"] = [
+        {**port, "interface": f"thunderbolt{i}", "peer": peer} for i, peer in enumerate(peers)
+    ]
+    assert f"nodes.gpu1.fabric[{len(peers) - 1}].peer: {message}" in problems_of(tmp_path, data)
+
+
+def test_a_cable_is_named_at_both_ends(tmp_path: Path) -> None:
+    data = thunderbolt_pair()
+    data["nodes"][1]["fabric"] = [
+        {"kind": "ethernet", "interface": "enp5s0", "rate_gbps": 10},
+    ]
+    assert (
+        "nodes.gpu1.fabric[0].peer: gpu2 has no thunderbolt port with peer: gpu1: "
+        "name both ends of the cable"
+    ) in problems_of(tmp_path, data)
+
+
+def three_boxes() -> dict[str, Any]:
+    data = thunderbolt_pair()
+    third = {**data["nodes"][1], "name": "gpu3", "ssh": {"address": "192.168.1.13"}}
+    data["nodes"].append(copy.deepcopy(third))
+    data["serving"]["parallelism"]["pipeline"] = 3
+    return data
+
+
+def test_every_pair_of_thunderbolt_nodes_is_cabled(tmp_path: Path) -> None:
+    data = three_boxes()
+    # gpu3 is cabled to gpu1 only.
+    data["nodes"][0]["fabric"].append(
+        {"kind": "thunderbolt", "interface": "thunderbolt1", "rate_gbps": 40, "peer": "gpu3"}
+    )
+    data["nodes"][2]["fabric"] = [
+        {"kind": "thunderbolt", "interface": "thunderbolt0", "rate_gbps": 40, "peer": "gpu1"}
+    ]
+    data["nodes"][2]["data_address"] = "10.10.0.6"
+    assert only_problem(tmp_path, data) == (
+        "nodes.gpu3.fabric: no Thunderbolt cable to gpu2: Thunderbolt has no switch, so every "
+        "pair of nodes needs its own cable"
+    )
+    data["nodes"][1]["fabric"].append(
+        {"kind": "thunderbolt", "interface": "thunderbolt1", "rate_gbps": 40, "peer": "gpu3"}
+    )
+    data["nodes"][2]["fabric"].append(
+        {"kind": "thunderbolt", "interface": "thunderbolt1", "rate_gbps": 40, "peer": "gpu2"}
+    )
+    assert problems_of(tmp_path, data) == []
+
+
+def test_data_network_holds_a_30_per_cable(tmp_path: Path) -> None:
+    data = thunderbolt_pair()
+    data["cluster"]["data_network"] = "10.10.0.0/31"
+    data["nodes"][0]["data_address"], data["nodes"][1]["data_address"] = "10.10.0.0", "10.10.0.1"
+    assert only_problem(tmp_path, data) == (
+        "cluster.data_network: 1 Thunderbolt cable(s) need 1 IPv4 /30 networks inside "
+        "data_network (10.10.0.0/31 is too small or not IPv4)"
+    )
+    data["cluster"]["data_network"] = "10.10.0.0/30"
+    data["nodes"][0]["data_address"], data["nodes"][1]["data_address"] = "10.10.0.1", "10.10.0.2"
+    assert problems_of(tmp_path, data) == []
+
+
+def test_thunderbolt_data_address_is_a_cable_end(tmp_path: Path) -> None:
+    data = thunderbolt_pair()
+    data["nodes"][1]["data_address"] = "10.10.0.12"
+    assert only_problem(tmp_path, data) == (
+        "nodes.gpu2.data_address: 10.10.0.12 is on no Thunderbolt cable of this node: use one "
+        "of 10.10.0.2 (thunderbolt0)"
+    )
