@@ -259,6 +259,9 @@ class DriverPlan:
     """The modules are built on the node (Secure Boot then needs an enrolled key)."""
     reboot_reason: str | None
     """Why the loaded module is not the planned one yet; None when it is."""
+    debian_components: tuple[str, ...] = ()
+    """Debian archive components the packages come from beyond main (a stock Debian 12 has main
+    and non-free-firmware only)."""
 
     @property
     def install(self) -> bool:
@@ -421,6 +424,8 @@ def _cuda_repo(
         fabricmanager = f"nvidia-fabricmanager-{branch}"
     return DriverPlan(
         source="cuda-repo",
+        # NVIDIA's Debian instructions enable contrib: its DKMS packages depend on it.
+        debian_components=("contrib",) if facts.distribution == "debian" else (),
         keyring_url=f"{CUDA_REPOSITORY}/{distro}/{arch}/{CUDA_KEYRING}",
         headers=(f"linux-headers-{facts.kernel_release}",),
         pinning=pinning,
@@ -476,6 +481,8 @@ def _distro(
         module = "nvidia-open-kernel-dkms" if open_ else "nvidia-kernel-dkms"
         return DriverPlan(
             source="distro",
+            # nvidia-driver and nvidia-kernel-dkms are in non-free, nvidia-open-kernel-dkms in contrib.
+            debian_components=("contrib", "non-free"),
             keyring_url=None,
             headers=(f"linux-headers-{facts.kernel_release}",),
             pinning=(),
@@ -488,6 +495,23 @@ def _distro(
     raise DriverError(
         f"{loc}.os: no distribution driver packages known for {facts.distribution} {facts.version}: "
         "use nvidia_driver.source cuda-repo"
+    )
+
+
+DEBIAN_COMPONENTS_FILE = "/etc/apt/sources.list.d/aicluster-debian-components.sources"
+DEBIAN_MIRROR = "http://deb.debian.org/debian"
+
+
+def debian_components_sources(components: tuple[str, ...], codename: str = "bookworm") -> str:
+    """A deb822 source adding `components` of Debian's archive (the official redirector) next to
+    whatever the node already uses for main."""
+    return (
+        "# Written by aicluster (roles/nvidia_driver): the NVIDIA driver's packages need these.\n"
+        "Types: deb\n"
+        f"URIs: {DEBIAN_MIRROR}\n"
+        f"Suites: {codename} {codename}-updates\n"
+        f"Components: {' '.join(components)}\n"
+        "Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg\n"
     )
 
 

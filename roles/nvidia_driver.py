@@ -80,6 +80,14 @@ def nvidia_driver() -> None:
     )
     # apt.deb downloads its URL to /tmp on every run where the file is gone (after the reboot),
     # which counts as a change and would update the apt lists again: ask dpkg first.
+    if plan.debian_components:
+        components = files.put(
+            name=f"Debian {' and '.join(plan.debian_components)} components",
+            src=StringIO(driver.debian_components_sources(plan.debian_components)),
+            dest=driver.DEBIAN_COMPONENTS_FILE,
+            mode="644",
+        )
+        apt.update(name="apt lists (Debian components added)", _if=components.did_change)
     if plan.keyring_url and "cuda-keyring" in host.get_fact(DebPackages):
         host.noop("cuda-keyring is installed")
     elif plan.keyring_url:

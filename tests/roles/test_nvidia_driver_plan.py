@@ -224,7 +224,9 @@ def test_cuda_repo_installs_branch_580_from_nvidias_repository(
         assert installed_packages(plan, name) == [meta]
         module = "nvidia-kernel-open-dkms" if open_ else "nvidia-kernel-dkms"
         assert held(plan) == ["nvidia-driver-pinning-580", meta, module]
+        assert_debian_components(plan, "contrib")
     else:
+        assert "apt lists (Debian components added)" not in plan.names()
         # Before 590 Ubuntu's package names carry the branch: no pinning package.
         assert not any(n.startswith("Driver branch") for n in plan.names())
         meta = "nvidia-open-580" if open_ else "cuda-drivers-580"
@@ -259,6 +261,17 @@ def test_ubuntu_distro_installs_canonicals_precompiled_modules(
     assert_reboot_needed(plan, reboot_reason(gpu, 570))
 
 
+def assert_debian_components(plan: HostPlan, components: str) -> None:
+    """A stock Debian 12 has main only: the components the packages live in are added first, and
+    apt's lists refreshed only when that source changed."""
+    name = f"Debian {components.replace(' ', ' and ')} components"
+    upload = plan.op(name).uploads[driver.DEBIAN_COMPONENTS_FILE]
+    assert f"Components: {components}\n" in upload and "Suites: bookworm bookworm-updates" in upload
+    update = plan.op("apt lists (Debian components added)")
+    assert update.after_change_of == (name,)
+    assert plan.names().index(name) < plan.names().index(HEADERS)
+
+
 @pytest.mark.parametrize("gpu", [g for g in GPUS if g.values[0] is not GB200])
 def test_debian12_distro_builds_branch_535_with_dkms(tmp_path: Path, gpu: Gpu) -> None:
     spec = cluster(model=gpu.model, branch="535", os="debian", source="distro")
@@ -270,6 +283,7 @@ def test_debian12_distro_builds_branch_535_with_dkms(tmp_path: Path, gpu: Gpu) -
     packages = [module, "nvidia-driver"]
     assert installed_packages(plan, f"NVIDIA driver 535 ({gpu.flavour} kernel modules)") == packages
     assert held(plan) == packages
+    assert_debian_components(plan, "contrib non-free")
     assert_reboot_needed(plan, reboot_reason(gpu, 535))
 
 
