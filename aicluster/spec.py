@@ -36,7 +36,7 @@ VERSION_PATTERN = r"^[0-9]+(\.[0-9]+)*([a-z0-9.+-]*)$"
 OsFamily = Literal["ubuntu", "debian", "macos"]
 LINUX: frozenset[str] = frozenset({"ubuntu", "debian"})
 RDMA_FABRICS: frozenset[str] = frozenset({"infiniband", "roce"})
-# Every Thunderbolt cable between two Linux nodes is its own point-to-point network.
+# Every Thunderbolt cable between two nodes is its own point-to-point network.
 CABLE_PREFIX = 30
 
 
@@ -102,7 +102,7 @@ class ClusterSection(Strict):
     management network on a single-network homelab."""
     fabric: Literal["ethernet", "infiniband", "roce", "thunderbolt"] = "ethernet"
     """Kind of the data network. infiniband, roce and thunderbolt need their ports named on every node.
-    thunderbolt between Linux nodes: every pair of nodes has its own cable, and the cable between
+    thunderbolt between Linux nodes (or Macs whose ports all name their peer): every pair of nodes has its own cable, and the cable between
     the i-th and the j-th node (i < j, in list order) takes the k-th /30 of data_network, counting
     cables by j, then i (so appending a node never moves an existing cable); the earlier node gets
     its first address, the later node the second. Each node's data_address is one of its cable
@@ -150,7 +150,9 @@ class FabricPort(Strict):
     """RDMA device of an InfiniBand/RoCE port (mlx5_0), as NCCL_IB_HCA names it."""
     peer: Name | None = None
     """Thunderbolt only: the node at the other end of this port's cable. Required on Linux nodes,
-    where each cable gets its own /30 (see cluster.fabric)."""
+    where each cable gets its own /30 (see cluster.fabric). On Macs, naming the peer of every port
+    gives each cable its /30 too (roles/mac_network); naming none leaves macOS's own Thunderbolt
+    configuration alone."""
 
 
 @dataclass(frozen=True)
@@ -162,7 +164,7 @@ class CableEnd:
 
 @dataclass(frozen=True)
 class Cable:
-    """A Thunderbolt cable between two Linux nodes, with the /30 derived for it."""
+    """A Thunderbolt cable between two nodes, with the /30 derived for it."""
 
     network: IPv4Network
     first: CableEnd
@@ -298,6 +300,25 @@ class Security(Strict):
         return data
 
 
+class Exo(Strict):
+    """How roles/exo runs Exo on the Macs of an `engine: exo` cluster (version in serving.versions)."""
+
+    install: Literal["source", "app"] = "source"
+    """source: Exo's git tag v<version> built with uv under /opt/aicluster/exo (needs git and uv on
+    the node). app: EXO.app of that version, installed by you in /Applications (the role checks it
+    is there and runs its bundled exo)."""
+    namespace: Name | None = None
+    """Discovery namespace shared by every node; default: cluster.name. Set explicitly because Exo
+    otherwise derives it from its version, so nodes on two versions never see each other."""
+    models_dir: str = "/opt/aicluster/exo/models"
+    """Absolute directory on every node where Exo keeps (and finds) model weights."""
+    offline: bool = False
+    """Serve only models already in models_dir; never reach Hugging Face."""
+    rdma: bool = True
+    """Use RDMA over Thunderbolt 5 (macOS 26.2+, enabled from Recovery): the checks then want a
+    full Thunderbolt mesh and rdma_en* devices. Off: Exo talks TCP over the Thunderbolt IP links."""
+
+
 class ClusterSpec(Strict):
     """A whole cluster: the single source of truth."""
 
@@ -306,6 +327,7 @@ class ClusterSpec(Strict):
     serving: Serving
     security: Security = Security()
     nvidia_driver: NvidiaDriver = NvidiaDriver()
+    exo: Exo = Exo()
 
     @model_validator(mode="after")
     def _rules(self) -> ClusterSpec:
@@ -330,6 +352,7 @@ class ClusterSpec(Strict):
             *self._parallelism(),
             *self._distributed_backend(),
             *self._driver_flavour(),
+            *self._exo_settings(),
         ]
 
     @property
@@ -444,8 +467,15 @@ class ClusterSpec(Strict):
             f"a subnet manager is for an InfiniBand fabric; this cluster's fabric is {fabric}: "
             "remove subnet_manager")]  # fmt: skip
 
-    def _linux_thunderbolt(self) -> bool:
-        return self.cluster.fabric == "thunderbolt" and all(n.os in LINUX for n in self.nodes)
+    def _cabled_thunderbolt(self) -> bool:
+        """Thunderbolt whose cables are each a /30 (see cluster.fabric): between Linux nodes, or
+        between Macs whose every Thunderbolt port names its peer."""
+        if self.cluster.fabric != "thunderbolt":
+            return False
+        if all(n.os in LINUX for n in self.nodes):
+            return True
+        ports = [p for n in self.nodes for p in n.fabric if p.kind == "thunderbolt"]
+        return all(n.os == "macos" for n in self.nodes) and all(p.peer for p in ports)
 
     def _thunderbolt_cables(self) -> list[Problem]:
         """Each Thunderbolt port with a peer is one end of a cable whose other end names it back."""
@@ -480,12 +510,12 @@ class ClusterSpec(Strict):
                         f"{port.peer} has no thunderbolt port with peer: {node.name}: name both "
                         "ends of the cable"))  # fmt: skip
                 seen.add(port.peer)
-        if problems or not self._linux_thunderbolt():
+        if problems or not self._cabled_thunderbolt():
             return problems
         return self._cable_addresses()
 
     def _cable_addresses(self) -> list[Problem]:
-        """Linux nodes over Thunderbolt have no switch: every pair needs its own cable, the data
+        """Nodes over Thunderbolt have no switch: every pair needs its own cable, the data
         network must hold a /30 for each, and a node's data address is one of its cable ends."""
         names = [node.name for node in self.nodes]
         problems = []
@@ -514,9 +544,9 @@ class ClusterSpec(Strict):
         return problems
 
     def cables(self) -> list[Cable]:
-        """The Thunderbolt cables between Linux nodes, with their /30s (see cluster.fabric)."""
+        """The Thunderbolt cables between nodes, with their /30s (see cluster.fabric)."""
         network = self.cluster.data_network
-        if not self._linux_thunderbolt() or not isinstance(network, IPv4Network):
+        if not self._cabled_thunderbolt() or not isinstance(network, IPv4Network):
             return []
         subnets = network.subnets(new_prefix=CABLE_PREFIX)
         cables = []
@@ -614,6 +644,23 @@ class ClusterSpec(Strict):
                 if problem:
                     problems.append(Problem(self._node_loc(node, "gpus", index, "model"),
                         f"{group.model}: {problem}"))  # fmt: skip
+        return problems
+
+    def _exo_settings(self) -> list[Problem]:
+        exo = self.exo
+        if self.cluster.engine != "exo":
+            if exo != Exo():
+                return [Problem(("exo",),
+                    "Exo settings on an engine: vllm cluster: remove the exo section")]  # fmt: skip
+            return []
+        problems = []
+        if not exo.models_dir.startswith("/"):
+            problems.append(Problem(("exo", "models_dir"),
+                f"{exo.models_dir}: an absolute directory on every node"))  # fmt: skip
+        if exo.rdma and self.cluster.fabric != "thunderbolt":
+            problems.append(Problem(("exo", "rdma"),
+                f"RDMA runs over Thunderbolt 5 only (cluster.fabric is {self.cluster.fabric}): set "
+                "cluster.fabric: thunderbolt or exo.rdma: false"))  # fmt: skip
         return problems
 
     def _parallelism(self) -> list[Problem]:

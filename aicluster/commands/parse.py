@@ -7,9 +7,14 @@ import sys
 
 import click
 
-from aicluster.facts import ParseError, Parser, net, nvidia, rdma
+from aicluster.facts import ParseError, Parser, macos, net, nvidia, rdma
 
-KINDS: dict[str, Parser] = {**nvidia.PARSE_KINDS, **rdma.PARSE_KINDS, **net.PARSE_KINDS}
+KINDS: dict[str, Parser] = {
+    **nvidia.PARSE_KINDS,
+    **rdma.PARSE_KINDS,
+    **net.PARSE_KINDS,
+    **macos.PARSE_KINDS,
+}
 EXIT_BAD_INPUT = 2
 
 
