@@ -8,6 +8,7 @@ data-network address, the HCAs are the spec's ports that the node reports Active
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -99,3 +100,28 @@ def render(env: Mapping[str, str]) -> str:
     """The environment file: KEY=value lines, for systemd's EnvironmentFile= and shells alike."""
     header = "# Written by aicluster (roles/nccl): derived from the spec and this node's facts.\n"
     return header + "".join(f"{key}={value}\n" for key, value in sorted(env.items()))
+
+
+NETWORK_LINE = re.compile(r"NCCL INFO Using network (\S+)")
+NET_DEVICES_LINE = re.compile(r"NCCL INFO NET/(?:IB|Socket)\s*: Using (.*)")
+NET_DEVICE = re.compile(r"\[\d+\]([^\s;]+)")
+
+
+def parse_nccl_network(text: str) -> dict[str, Any]:
+    """Which network NCCL chose, from its NCCL_DEBUG=INFO log: {"network": "IB" | "IBext_v8" |
+    "Socket" | None, "rdma": bool, "devices": ["mlx5_0:1/IB", ...]}. "rdma" is False when NCCL
+    fell back to TCP sockets, the silent failure of a cluster whose InfiniBand is down."""
+    network = None
+    devices: list[str] = []
+    for line in text.splitlines():
+        chosen = NETWORK_LINE.search(line)
+        if chosen and network is None:
+            network = chosen.group(1)
+        listed = NET_DEVICES_LINE.search(line)
+        if listed and not devices:
+            devices = NET_DEVICE.findall(listed.group(1).split(";")[0])
+    return {
+        "network": network,
+        "rdma": network is not None and network.startswith("IB"),
+        "devices": devices,
+    }

@@ -178,6 +178,8 @@ def _record(
         reason = _unexpected(finding)
     else:
         verdict = "pass"
+        # What a passing check measured (record_property("measured", ...)) is worth reading.
+        reason = next((str(v) for k, v in item.user_properties if k == "measured"), None)
     return {
         "node": where,
         "check": check_name(getattr(item, "originalname", item.name)),

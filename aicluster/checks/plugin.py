@@ -32,4 +32,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default="all",
         help="node checks (per host), cluster checks (once), or both",
     )
+    group.addoption(
+        "--aicluster-deep",
+        action="store_true",
+        help="also the deep checks: minutes of load (all-reduce bandwidth, GPU peer-to-peer)",
+    )
     group.addoption("--aicluster-report", default=None, help="append one JSON line per verdict")

@@ -120,6 +120,7 @@ def run_checks(
     nodes: list[str] | None = None,
     only: list[str] | None = None,
     local: bool = False,
+    deep: bool = False,
 ) -> list[dict[str, Any]]:
     """Every verdict, node by node then the cluster's, in the spec's node order."""
     spec_file = spec_path(inventory).resolve()
@@ -127,6 +128,8 @@ def run_checks(
     common = [f"--aicluster-spec={spec_file}"]
     if only:
         common.append(f"--aicluster-only={','.join(only)}")
+    if deep:
+        common.append("--aicluster-deep")
     with tempfile.TemporaryDirectory(prefix="aicluster-verify-") as tmp:
         workdir = Path(tmp)
         (workdir / "pytest.ini").write_text("[pytest]\n")

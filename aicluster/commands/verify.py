@@ -11,10 +11,9 @@ from rich.console import Console
 from rich.table import Table
 
 from aicluster.checks import runner
-from aicluster.inventory import SpecError, load_spec
+from aicluster.commands import EXIT_BAD_INPUT, spec_or_exit
 
 EXIT_NOT_READY = 1
-EXIT_BAD_INPUT = 2
 STYLES = {"pass": "green", "warn": "yellow", "fail": "bold red", "skip": "dim"}
 
 
@@ -25,6 +24,11 @@ STYLES = {"pass": "green", "warn": "yellow", "fail": "bold red", "skip": "dim"}
 )
 @click.option("--only", multiple=True, help="Only this check (repeatable), e.g. --only swap_off.")
 @click.option("--local", is_flag=True, help="Run the node checks on this machine, as --node NAME.")
+@click.option(
+    "--deep",
+    is_flag=True,
+    help="Also the deep checks: all-reduce bandwidth, GPU peer-to-peer (minutes).",
+)
 @click.option(
     "--json",
     "json_file",
@@ -46,6 +50,7 @@ def verify_command(
     nodes: tuple[str, ...],
     only: tuple[str, ...],
     local: bool,
+    deep: bool,
     json_file: Path | None,
     junit_file: Path | None,
     failures_only: bool,
@@ -61,12 +66,7 @@ def verify_command(
         return
     if inventory is None:
         raise click.UsageError("missing INVENTORY (e.g. inventories/homelab.py)")
-    try:
-        spec = load_spec(inventory)
-    except SpecError as error:
-        for line in error.lines():
-            click.echo(line, err=True)
-        sys.exit(EXIT_BAD_INPUT)
+    spec = spec_or_exit(inventory)
     unknown = [name for name in nodes if name not in {n.name for n in spec.nodes}]
     if unknown:
         click.echo(
@@ -85,7 +85,9 @@ def verify_command(
         click.echo("--local checks this machine as one node: give it with --node NAME", err=True)
         sys.exit(EXIT_BAD_INPUT)
     try:
-        results = runner.run_checks(spec, inventory, list(nodes) or None, list(only) or None, local)
+        results = runner.run_checks(
+            spec, inventory, list(nodes) or None, list(only) or None, local, deep
+        )
     except runner.VerifyError as error:
         click.echo(str(error), err=True)
         sys.exit(EXIT_BAD_INPUT)

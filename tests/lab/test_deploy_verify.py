@@ -173,6 +173,22 @@ def test_a_ray_port_opened_to_the_outsider(ready: Lab) -> None:
     )
 
 
+def test_deep_all_reduce_runs_over_the_data_network(ready: Lab) -> None:
+    code, report, _ = verify(
+        ready, "--deep", "--only=all_reduce_bus_bandwidth", "--only=gpu_peer_to_peer"
+    )
+    (measured,) = [r for r in report["results"] if r["check"] == "all_reduce_bus_bandwidth"]
+    # Gloo across the CPU nodes over the data bridge; 10 GbE in the spec is 1.25 GB/s.
+    assert measured["verdict"] in ("pass", "warn"), measured
+    assert f"GB/s bus bandwidth (gloo, {len(ready.nodes)} nodes)" in measured["reason"]
+    assert code == 0
+    peer = {r["verdict"] for r in report["results"] if r["check"] == "gpu_peer_to_peer"}
+    assert peer == {"skip"}  # no GPUs in the lab
+    # Without --deep nothing loads the cluster.
+    _, quick, _ = verify(ready, "--only=all_reduce_bus_bandwidth")
+    assert [r["verdict"] for r in quick["results"]] == ["skip"]
+
+
 def test_vllm_stopped_on_the_head(ready: Lab) -> None:
     head = ready.nodes[0].name
     restart = "systemctl restart aicluster-vllm"
