@@ -9,6 +9,7 @@ interface, and Ray's, NCCL/Gloo's and vLLM's internal ports are dropped whatever
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from ipaddress import (
     IPv4Address,
     IPv4Network,
@@ -18,7 +19,7 @@ from ipaddress import (
     ip_network,
     summarize_address_range,
 )
-from typing import Any
+from typing import Any, TypeVar
 
 from aicluster import ports
 from aicluster.spec import ClusterSpec
@@ -104,28 +105,34 @@ def ruleset(spec: ClusterSpec, data_interface: str) -> str:
 
 # --- reading a ruleset back: which cluster ports would a packet from outside reach? -------------
 
+T = TypeVar("T")
 Verdict = bool | None  # True: matches every outside packet; False: none; None: some
 
 
-def _ports_of(value: Any) -> list[tuple[int, int]] | None:
-    """Port ranges of an nft JSON right-hand side; None when it is not a port literal."""
+def _flattened(value: Any, leaf: Callable[[Any], list[T] | None]) -> list[T] | None:
+    """The leaves of an nft JSON value, an anonymous or named set of them flattened; None when a
+    leaf is not of the kind `leaf` reads."""
+    if isinstance(value, dict) and "set" in value:
+        found: list[T] = []
+        for element in value["set"]:
+            part = _flattened(element, leaf)
+            if part is None:
+                return None
+            found += part
+        return found
+    return leaf(value)
+
+
+def _port_range(value: Any) -> list[tuple[int, int]] | None:
     if isinstance(value, int):
         return [(value, value)]
     if isinstance(value, dict) and "range" in value:
         low, high = value["range"]
         return [(int(low), int(high))]
-    if isinstance(value, dict) and "set" in value:
-        found: list[tuple[int, int]] = []
-        for element in value["set"]:
-            part = _ports_of(element)
-            if part is None:
-                return None
-            found += part
-        return found
     return None
 
 
-def _addresses_of(value: Any) -> list[IPv4Network | IPv6Network] | None:
+def _network(value: Any) -> list[IPv4Network | IPv6Network] | None:
     if isinstance(value, str):
         try:
             return [ip_network(value)]
@@ -136,14 +143,6 @@ def _addresses_of(value: Any) -> list[IPv4Network | IPv6Network] | None:
     if isinstance(value, dict) and "range" in value:
         low, high = (ip_address(v) for v in value["range"])
         return list(summarize_address_range(low, high))
-    if isinstance(value, dict) and "set" in value:
-        found: list[IPv4Network | IPv6Network] = []
-        for element in value["set"]:
-            part = _addresses_of(element)
-            if part is None:
-                return None
-            found += part
-        return found
     return None
 
 
@@ -196,10 +195,10 @@ class _Table:
         if "payload" in left:
             field = left["payload"].get("field")
             if field == "dport":
-                ranges = _ports_of(right)
+                ranges = _flattened(right, _port_range)
                 return None if ranges is None else any(low <= port <= high for low, high in ranges)
             if field == "saddr":
-                networks = _addresses_of(right)
+                networks = _flattened(right, _network)
                 if networks is None:
                     return None
                 outside = [n for n in networks if not self._within_cluster(n)]

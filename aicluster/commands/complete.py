@@ -10,12 +10,12 @@ from pathlib import Path
 
 import click
 
-from aicluster.inventory import SpecError, load_spec, spec_path
+from aicluster.commands import EXIT_BAD_INPUT, spec_or_exit
+from aicluster.inventory import spec_path
 from aicluster.secrets import secret_path
 from aicluster.vllmserve import served_name
 
 EXIT_FAILED = 1
-EXIT_BAD_INPUT = 2
 
 
 @click.command("complete")
@@ -29,12 +29,7 @@ def complete_command(inventory: str, prompt: str, max_tokens: int, timeout: int)
     """One real completion from the cluster's API, with its key.
 
     The key is read from security.api_key_file; the API is the head's management address."""
-    try:
-        spec = load_spec(inventory)
-    except SpecError as error:
-        for line in error.lines():
-            click.echo(line, err=True)
-        sys.exit(EXIT_BAD_INPUT)
+    spec = spec_or_exit(inventory)
     headers = {"Content-Type": "application/json"}
     if spec.security.api_key_file:
         key_file = secret_path(str(spec_path(inventory)), spec.security.api_key_file)
