@@ -160,8 +160,9 @@ def test_a_ray_port_opened_to_the_outsider(ready: Lab) -> None:
     outsider = ready.outsider
     opening = f"nft insert rule inet aicluster input ip saddr {outsider.data_address} tcp dport {ports.RAY_GCS} accept"
     with broken(head.name, opening, "systemctl restart aicluster-firewall"):
-        # The hole is real: the outsider reaches Ray's GCS.
-        probe = f"timeout 5 bash -c '</dev/tcp/{head.data_address}/{ports.RAY_GCS}'"
+        # The hole is real: the outsider reaches Ray's GCS. (Its neighbour entry for the head may
+        # be stale after the machines restarted with new links: resolving it again takes seconds.)
+        probe = f"timeout 30 bash -c '</dev/tcp/{head.data_address}/{ports.RAY_GCS}'"
         assert lab.ssh(outsider.name, "sh", "-c", probe).returncode == 0
         code, report, _ = verify(ready)
     assert code == 1
