@@ -8,7 +8,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo demo-down test lint unit lab-test clean
+.PHONY: demo demo-down test lint unit lab-test bench clean
 
 $(STAMP): pyproject.toml
 	@# Debian and Ubuntu ship venv support separately (python3-venv).
@@ -47,8 +47,16 @@ unit: $(STAMP)
 lab-test: $(STAMP)
 	$(BIN)/pytest -m lab
 
+# molecule/default after pytest: the lab, converged twice by pyinfra, verified, taken down (even
+# when a step fails). molecule runs ansible-playbook and ansible-config by name: the venv goes on PATH.
 test: lint $(STAMP)
 	$(BIN)/pytest
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/molecule test
+
+# Timings of the lab, converges and verify at 1, 3 and 8 nodes; rows go to benchmarks/results/.
+bench: $(STAMP)
+	$(BIN)/python benchmarks/lab_up.py --skip-cold
+	$(BIN)/python benchmarks/converge.py --nodes 1 3 8
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
