@@ -17,6 +17,7 @@ import testinfra.host
 
 from aicluster.checks import CheckWarned, Finding, about, check_name
 from aicluster.checks.context import Target, node_for_host, node_items
+from aicluster.facts.system import Container, parse_container
 from aicluster.inventory import SpecError, load_spec
 from aicluster.spec import ClusterSpec, Node
 
@@ -110,6 +111,13 @@ def spec(pytestconfig: pytest.Config) -> ClusterSpec:
 def node(pytestconfig: pytest.Config, host: testinfra.host.Host) -> Node:
     """The spec's node this host is."""
     return _node_of(pytestconfig, _hostspec(host))
+
+
+@pytest.fixture(scope="module")
+def container(host: testinfra.host.Host) -> str | None:
+    """The container technology the node runs in (None on metal or a VM), asked once per host
+    and module, not once per check and item."""
+    return parse_container(host.run(Container().command()).stdout)
 
 
 @pytest.fixture(scope="module")

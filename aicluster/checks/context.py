@@ -89,12 +89,6 @@ def run(host: testinfra.host.Host, command: str, what: str, fix: str | None = No
     return str(result.stdout)
 
 
-def container(host: testinfra.host.Host) -> str | None:
-    """The container technology the node runs in, None on metal or a VM."""
-    value = host.run("systemd-detect-virt --container").stdout.strip()
-    return None if value in ("", "none") else value
-
-
 def head_curl(spec: ClusterSpec, path: str, data: str | None = None) -> str:
     """A curl of the vLLM API on the head itself, with the API key read from its 0600 file.
 

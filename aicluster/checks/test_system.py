@@ -7,7 +7,7 @@ import testinfra.host
 
 from aicluster import system
 from aicluster.checks import fail, warn
-from aicluster.checks.context import Target, container, run
+from aicluster.checks.context import Target, run
 from aicluster.facts.system import parse_proc_swaps
 from aicluster.spec import Node
 
@@ -16,15 +16,14 @@ DISK_FAIL_GIB = 1
 DISK_WARN_GIB = 10
 
 
-def test_swap_off(host: testinfra.host.Host) -> None:
+def test_swap_off(host: testinfra.host.Host, container: str | None) -> None:
     """No swap is in use: a swapped-out KV cache or Ray object store stalls every request."""
     swaps = parse_proc_swaps(run(host, "cat /proc/swaps", "cannot read /proc/swaps"))
     if not swaps:
         return
     names = ", ".join(s["filename"] for s in swaps)
-    where = container(host)
-    if where:
-        warn(f"the host of this {where} container swaps to {names}", "swapoff -a on the host")
+    if container:
+        warn(f"the host of this {container} container swaps to {names}", "swapoff -a on the host")
     fail(f"swap is on: {names}", "swapoff -a; converge roles/base (it comments swap out of fstab)")
 
 
@@ -40,11 +39,12 @@ def test_service_memlock_unlimited(host: testinfra.host.Host, unit: Target) -> N
         )
 
 
-def test_kernel_setting(host: testinfra.host.Host, sysctl_key: Target) -> None:
+def test_kernel_setting(
+    host: testinfra.host.Host, sysctl_key: Target, container: str | None
+) -> None:
     """Each kernel setting of roles/base holds (see aicluster/system.py for why each is set)."""
-    where = container(host)
-    if where:
-        pytest.skip(f"kernel settings belong to the host of this {where} container")
+    if container:
+        pytest.skip(f"kernel settings belong to the host of this {container} container")
     key = sysctl_key.id
     result = host.run(f"sysctl -n {key}")
     if result.rc != 0:
@@ -75,11 +75,10 @@ def test_disk_space(host: testinfra.host.Host) -> None:
     warn(listed, fix)
 
 
-def test_clock_synchronised(host: testinfra.host.Host, node: Node) -> None:
+def test_clock_synchronised(host: testinfra.host.Host, node: Node, container: str | None) -> None:
     """The node's clock is disciplined by NTP (chrony): Ray, NCCL timeouts and logs compare times."""
-    where = container(host)
-    if where:
-        pytest.skip(f"the clock belongs to the host of this {where} container")
+    if container:
+        pytest.skip(f"the clock belongs to the host of this {container} container")
     synced = host.run("timedatectl show -p NTPSynchronized --value").stdout.strip()
     if synced != "yes":
         fail(
