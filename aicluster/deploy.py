@@ -1,33 +1,96 @@
-"""What roles share while pyinfra prepares a run: failing one host alone, keeping a service up."""
+"""What roles share while pyinfra prepares a run: facts read once, skipping a role whose node is
+already converged, failing one host alone, keeping a service up."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from io import StringIO
 from typing import Any, TypeVar
 
+from gevent.event import AsyncResult
 from pyinfra.api.facts import FactBase
 from pyinfra.api.host import Host
 from pyinfra.api.operation import OperationMeta
 from pyinfra.context import ctx_host, host, state
-from pyinfra.operations import systemd
+from pyinfra.operations import files, systemd
+
+from aicluster import wanted
+from aicluster.facts.bundle import Bundle, Request
+from aicluster.facts.state import ManagedState
 
 logger = logging.getLogger("pyinfra")
 T = TypeVar("T")
 
 # Facts read while pyinfra prepares the run, once per host: they describe the hosts before any
 # change, and pyinfra would otherwise send the same command again for every role that asks.
-_facts: dict[tuple[str, type[Any]], Any] = {}
+# pyinfra prepares every host at once (one greenlet each): a fact another host's greenlet is
+# already reading is waited for, not read again.
+_facts: dict[tuple[Any, ...], AsyncResult] = {}
 
 
-def fact(kind: type[FactBase[T]], target: Host | None = None) -> T:
+def _key(target: Host, kind: type[Any], kwargs: dict[str, Any]) -> tuple[Any, ...]:
+    return (target.name, kind, tuple(sorted(kwargs.items())))
+
+
+def fact(kind: type[FactBase[T]], target: Host | None = None, **kwargs: Any) -> T:
     """A fact of the current host (or `target`), fetched at most once per run."""
     target = target or host
-    key = (target.name, kind)
-    if key not in _facts:
-        _facts[key] = target.get_fact(kind)
-    result: T = _facts[key]
+    key = _key(target, kind, kwargs)
+    pending = _facts.get(key)
+    if pending is None:
+        pending = _facts[key] = AsyncResult()
+        try:
+            pending.set(target.get_fact(kind, **kwargs))
+        except BaseException as error:
+            pending.set_exception(error)
+            raise
+    result: T = pending.get()
     return result
+
+
+def prefetch(*requests: type[FactBase[Any]] | Request) -> None:
+    """Read these facts of the current host (classes, or (class, arguments) pairs) in one remote
+    command, for fact() to answer from."""
+    asked = [r if isinstance(r, tuple) else (r, {}) for r in requests]
+    missing = [(kind, kwargs) for kind, kwargs in asked if _key(host, kind, kwargs) not in _facts]
+    if not missing:
+        return
+    values = host.get_fact(Bundle, requests=missing)
+    if len(values) != len(missing):  # the host failed: the bundle's default is no value at all
+        return
+    for (kind, kwargs), value in zip(missing, values, strict=True):
+        result = _facts.setdefault(_key(host, kind, kwargs), AsyncResult())
+        if not result.ready():
+            result.set(value)
+
+
+def drift(want: wanted.Wanted) -> wanted.Drift | None:
+    """What on the current host is not yet as `want` says, read in one remote command.
+
+    None: everything is; the role says so and adds no operation (a no-op run costs one command
+    per role). Otherwise the role adds its operations, which read, compare and change each
+    thing themselves.
+    """
+    found = wanted.drift(want, host.get_fact(ManagedState, **want.probe()))
+    if found is None:
+        host.noop(f"{want.summary()} as wanted")
+        return None
+    more = f" (and {len(found.differences) - 1} more)" if len(found.differences) > 1 else ""
+    logger.debug(f"{host.print_prefix}not converged: {found.differences[0]}{more}")
+    return found
+
+
+def put(file: wanted.File, name: str | None = None) -> OperationMeta:
+    """files.put of a wanted file (its content, mode and owner)."""
+    return files.put(
+        name=name or file.path,
+        src=StringIO(file.content),
+        dest=file.path,
+        mode=file.mode,
+        user=file.user,
+        group=file.group,
+    )
 
 
 def fail_host(message: str) -> None:
@@ -39,15 +102,25 @@ def fail_host(message: str) -> None:
 
 
 def keep_running(
-    unit: str, unit_file: OperationMeta, restart_if: Callable[[], bool] | None
+    unit: str,
+    unit_file: OperationMeta,
+    restart_if: Callable[[], bool] | None,
+    pending: bool = False,
 ) -> None:
     """A systemd service installed from `unit_file`: loaded when that file changed, running and
     enabled, restarted when `restart_if` says its configuration changed (None: the caller
-    restarts it its own way)."""
-    systemd.daemon_reload(name="systemd reloaded (unit changed)", _if=unit_file.did_change)
+    restarts it its own way). `pending`: systemd still runs an older unit file than the one on
+    disk (a run stopped before it reloaded), so it is reloaded and restarted whatever changes."""
+    reload_if = None if pending else unit_file.did_change
+    systemd.daemon_reload(name="systemd reloaded (unit changed)", _if=reload_if)
     systemd.service(name=f"{unit} running and enabled", service=unit, running=True, enabled=True)
     if restart_if is None:
         return
+    restart(unit, None if pending else restart_if)
+
+
+def restart(unit: str, restart_if: Callable[[], bool] | None) -> None:
+    """Restart `unit` when `restart_if` says so at execution (None: always)."""
     systemd.service(
         name=f"{unit} restarted (configuration changed)",
         service=unit,

@@ -6,15 +6,14 @@ role reads the facts and turns the plan into operations. Memlock for RDMA is rol
 container (the lab) the links and the kernel are the host's: nothing but RDMA packages is touched.
 """
 
-from io import StringIO
-
 from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.facts.server import Which
-from pyinfra.operations import apt, files, server, systemd
+from pyinfra.operations import apt, server, systemd
 
 from aicluster import fabric as fabric_plan
-from aicluster.deploy import fact, fail_host, keep_running
+from aicluster import wanted
+from aicluster.deploy import drift, fact, fail_host, keep_running, put
 from aicluster.facts.net import IpAddr
 from aicluster.facts.rdma import IbSysfs
 from aicluster.facts.system import Container
@@ -48,6 +47,43 @@ def fabric() -> None:
         return
     for note in plan.notes:
         host.noop(note)
+    modules = wanted.File(fabric_plan.MODULES_FILE, plan.modules_conf(), "644")
+    network_files = [wanted.File(f.path, f.content, "644") for f in plan.network_files]
+    unit = (
+        unit_file(
+            "fabric",
+            fabric_plan.UNIT,
+            links=plan.links,
+            qos=plan.qos,
+            mlnx_qos=plan.mlnx_qos,
+            ip=fabric_plan.IP,
+            pfc=fabric_plan.pfc_priorities(),
+            priority=fabric_plan.LOSSLESS_PRIORITY,
+            traffic_class=fabric_plan.ROCE_TRAFFIC_CLASS,
+        )
+        if plan.unit_needed
+        else None
+    )
+    services = [
+        *([fabric_plan.SUBNET_MANAGER] if plan.opensm else []),
+        *([fabric_plan.NETWORKD] if network_files else []),
+        *([fabric_plan.UNIT] if unit else []),
+    ]
+    want = wanted.Wanted(
+        files=(
+            *([modules] if plan.modules else []),
+            *network_files,
+            *([unit] if unit else []),
+        ),
+        packages=(*plan.packages, *(["opensm"] if plan.opensm else [])),
+        modules=plan.modules,
+        services=tuple(wanted.Service(s) for s in services),
+    )
+    if want == wanted.Wanted():
+        return
+    found = drift(want)
+    if found is None:
+        return
     if plan.packages:
         apt.packages(name="RDMA user space and tools", packages=list(plan.packages))
     if plan.opensm:
@@ -59,25 +95,17 @@ def fabric() -> None:
             enabled=True,
         )
     if plan.modules:
-        files.put(
-            name=f"{', '.join(plan.modules)} loaded at boot",
-            src=StringIO(plan.modules_conf()),
-            dest=fabric_plan.MODULES_FILE,
-            mode="644",
-        )
+        put(modules, name=f"{', '.join(plan.modules)} loaded at boot")
         server.modprobe(name=f"{', '.join(plan.modules)} loaded", module=list(plan.modules))
-    if plan.network_files:
-        written = [
-            files.put(name=file.path, src=StringIO(file.content), dest=file.path, mode="644")
-            for file in plan.network_files
-        ]
+    if network_files:
+        written = [put(file) for file in network_files]
         systemd.service(
             name="systemd-networkd running and enabled",
             service=fabric_plan.NETWORKD,
             running=True,
             enabled=True,
         )
-        for file, put in zip(plan.network_files, written, strict=True):
+        for file, put_file in zip(plan.network_files, written, strict=True):
             # An interface that is not there (a cable out) is configured when it appears.
             server.shell(
                 name=f"systemd-networkd reloaded ({file.interface} changed)",
@@ -85,18 +113,13 @@ def fabric() -> None:
                     f"networkctl reload && if [ -e /sys/class/net/{file.interface} ]; then "
                     f"networkctl reconfigure {file.interface}; fi"
                 ],
-                _if=put.did_change,
+                _if=put_file.did_change,
             )
-    if plan.unit_needed:
-        unit = unit_file(
-            "fabric",
+    if unit:
+        put_unit = put(unit, name=f"{fabric_plan.UNIT}.service")
+        keep_running(
             fabric_plan.UNIT,
-            links=plan.links,
-            qos=plan.qos,
-            mlnx_qos=plan.mlnx_qos,
-            ip=fabric_plan.IP,
-            pfc=fabric_plan.pfc_priorities(),
-            priority=fabric_plan.LOSSLESS_PRIORITY,
-            traffic_class=fabric_plan.ROCE_TRAFFIC_CLASS,
+            put_unit,
+            restart_if=put_unit.did_change,
+            pending=found.reload_pending(fabric_plan.UNIT),
         )
-        keep_running(fabric_plan.UNIT, unit, restart_if=unit.did_change)

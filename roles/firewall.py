@@ -4,15 +4,14 @@ Ray's and vLLM's internal ports run code or move tensors for whoever connects. T
 aicluster/firewall.py; a oneshot unit loads them at boot, before the services start.
 """
 
-from io import StringIO
-
 from pyinfra import host
 from pyinfra.api import deploy
-from pyinfra.operations import apt, files
+from pyinfra.operations import apt
 from pyinfra.operations.util import any_changed
 
 from aicluster import firewall as rules
-from aicluster.deploy import fact, fail_host, keep_running
+from aicluster import wanted
+from aicluster.deploy import drift, fact, fail_host, keep_running, put
 from aicluster.facts.net import IpAddr, interface_for_address
 from aicluster.inventory import host_spec
 from roles import unit_file
@@ -25,17 +24,21 @@ def firewall() -> None:
     if interface is None:
         fail_host(f"no interface holds the data address {node.data_address}: cannot guard it")
         return
+    ruleset = wanted.File(rules.RULES_FILE, rules.ruleset(spec, interface), "644")
+    unit = unit_file("firewall", rules.UNIT, table=rules.TABLE, rules=rules.RULES_FILE)
+    found = drift(
+        wanted.Wanted(
+            files=(ruleset, unit), services=(wanted.Service(rules.UNIT),), packages=("nftables",)
+        )
+    )
+    if found is None:
+        return
     apt.packages(name="nftables", packages=["nftables"])
-    ruleset = files.put(
-        name=rules.RULES_FILE,
-        src=StringIO(rules.ruleset(spec, interface)),
-        dest=rules.RULES_FILE,
-        mode="644",
-    )
-    unit = unit_file(
-        "firewall",
+    put_ruleset = put(ruleset)
+    put_unit = put(unit, name=f"{rules.UNIT}.service")
+    keep_running(
         rules.UNIT,
-        table=rules.TABLE,
-        rules=rules.RULES_FILE,
+        put_unit,
+        restart_if=any_changed(put_ruleset, put_unit),
+        pending=found.reload_pending(rules.UNIT),
     )
-    keep_running(rules.UNIT, unit, restart_if=any_changed(ruleset, unit))

@@ -5,14 +5,13 @@ node's data address, NCCL_IB_HCA from the spec's ports that the node reports Act
 aicluster/nccl.py. A node whose facts contradict the spec fails alone, with the reason.
 """
 
-from io import StringIO
-
 from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.operations import files
 
 from aicluster import nccl as nccl_env
-from aicluster.deploy import fact, fail_host
+from aicluster import wanted
+from aicluster.deploy import drift, fact, fail_host, put
 from aicluster.facts.net import IpAddr
 from aicluster.facts.rdma import IbSysfs, ShowGids
 from aicluster.inventory import host_spec
@@ -36,10 +35,9 @@ def nccl() -> None:
     except nccl_env.NcclError as error:
         fail_host(str(error))
         return
-    files.directory(name="/etc/aicluster", path="/etc/aicluster", mode="755")
-    files.put(
-        name=nccl_env.ENV_FILE,
-        src=StringIO(nccl_env.render(env)),
-        dest=nccl_env.ENV_FILE,
-        mode="644",
-    )
+    env_file = wanted.File(nccl_env.ENV_FILE, nccl_env.render(env), "644")
+    directory = wanted.Directory("/etc/aicluster", mode="755")
+    if drift(wanted.Wanted(files=(env_file,), directories=(directory,))) is None:
+        return
+    files.directory(name=directory.path, path=directory.path, mode=directory.mode)
+    put(env_file)

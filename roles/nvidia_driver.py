@@ -6,21 +6,29 @@ carry aicluster.simulation.MARKER, and only the `preinstalled` check runs there,
 replayed nvidia-smi reports.
 """
 
-from io import StringIO
-
 from pyinfra import host
 from pyinfra.api import deploy
-from pyinfra.facts.deb import DebPackages
 from pyinfra.facts.files import File
 from pyinfra.facts.server import Arch, KernelVersion, LinuxDistribution
 from pyinfra.operations import apt, files, server, systemd
 
-from aicluster import driver, simulation
-from aicluster.deploy import fact, fail_host, logger
+from aicluster import driver, simulation, wanted
+from aicluster.deploy import drift, fact, fail_host, logger, prefetch, put
 from aicluster.facts.nvidia import NvidiaDriverVersion, NvidiaPciDevices, NvidiaSmiQuery
 from aicluster.facts.secureboot import SecureBoot
 from aicluster.inventory import host_spec
 from aicluster.spec import LINUX
+
+# What the plan is made of, read in one remote command.
+PLAN_FACTS = (
+    LinuxDistribution,
+    Arch,
+    KernelVersion,
+    NvidiaPciDevices,
+    NvidiaSmiQuery,
+    NvidiaDriverVersion,
+    SecureBoot,
+)
 
 
 def host_facts() -> driver.HostFacts:
@@ -53,8 +61,9 @@ def nvidia_driver() -> None:
     if node.os not in LINUX or not node.gpus:
         host.noop("no NVIDIA GPUs in the spec for this node")
         return
-    simulated = host.get_fact(File, path=f"/{simulation.MARKER}")
-    if simulated and spec.nvidia_driver.source != "preinstalled":
+    marker = f"/{simulation.MARKER}"
+    prefetch((File, {"path": marker}), *PLAN_FACTS)
+    if fact(File, path=marker) and spec.nvidia_driver.source != "preinstalled":
         host.noop("SIMULATION: lab machine with replayed GPU outputs: no driver is installed here")
         return
     try:
@@ -67,28 +76,60 @@ def nvidia_driver() -> None:
             f"loaded driver is branch {plan.branch} as pinned (preinstalled: nothing changed)"
         )
         return
-    blacklist = files.put(
-        name="nouveau blacklisted",
-        src=StringIO(driver.nouveau_blacklist()),
-        dest=driver.NOUVEAU_BLACKLIST_FILE,
-        mode="644",
+    install(spec.nvidia_driver.allow_reboot, plan)
+
+
+def install(allow_reboot: bool, plan: driver.DriverPlan) -> None:
+    blacklist = wanted.File(driver.NOUVEAU_BLACKLIST_FILE, driver.nouveau_blacklist(), "644")
+    components = (
+        wanted.File(
+            driver.DEBIAN_COMPONENTS_FILE,
+            driver.debian_components_sources(plan.debian_components),
+            "644",
+        )
+        if plan.debian_components
+        else None
     )
+    peermem = wanted.File(driver.PEERMEM_FILE, driver.peermem_modules(), "644")
+    fabricmanager = [plan.fabricmanager] if plan.fabricmanager else []
+    services = ["nvidia-persistenced", *(["nvidia-fabricmanager"] if fabricmanager else [])]
+    # Before the reboot the daemons are only enabled: they need the planned module loaded.
+    ready = plan.reboot_reason is None
+    found = drift(
+        wanted.Wanted(
+            files=(
+                blacklist,
+                *([components] if components else []),
+                *([peermem] if plan.peermem else []),
+            ),
+            absent_files=() if plan.peermem else (driver.PEERMEM_FILE,),
+            packages=(
+                *(["cuda-keyring"] if plan.keyring_url else []),
+                *plan.headers,
+                *plan.pinning,
+                *plan.packages,
+                *fabricmanager,
+            ),
+            held=plan.hold,
+            services=tuple(wanted.Service(s, running=ready) for s in services),
+        )
+    )
+    if found is None and ready:
+        return
+    put_blacklist = put(blacklist, name="nouveau blacklisted")
     server.shell(
         name="initramfs updated (nouveau blacklisted)",
         commands=["update-initramfs -u"],
-        _if=blacklist.did_change,
+        _if=put_blacklist.did_change,
     )
     # apt.deb downloads its URL to /tmp on every run where the file is gone (after the reboot),
     # which counts as a change and would update the apt lists again: ask dpkg first.
-    if plan.debian_components:
-        components = files.put(
-            name=f"Debian {' and '.join(plan.debian_components)} components",
-            src=StringIO(driver.debian_components_sources(plan.debian_components)),
-            dest=driver.DEBIAN_COMPONENTS_FILE,
-            mode="644",
+    if components:
+        put_components = put(
+            components, name=f"Debian {' and '.join(plan.debian_components)} components"
         )
-        apt.update(name="apt lists (Debian components added)", _if=components.did_change)
-    if plan.keyring_url and "cuda-keyring" in host.get_fact(DebPackages):
+        apt.update(name="apt lists (Debian components added)", _if=put_components.did_change)
+    if plan.keyring_url and (found is None or found.installed("cuda-keyring")):
         host.noop("cuda-keyring is installed")
     elif plan.keyring_url:
         keyring = apt.deb(name="NVIDIA CUDA repository keyring", src=plan.keyring_url)
@@ -97,32 +138,25 @@ def nvidia_driver() -> None:
         apt.packages(name="Headers of the running kernel", packages=list(plan.headers))
     if plan.pinning:
         apt.packages(name=f"Driver branch {plan.branch} pinned", packages=list(plan.pinning))
-    fabricmanager = [plan.fabricmanager] if plan.fabricmanager else []
     installed = apt.packages(
         name=f"NVIDIA driver {plan.branch} ({plan.flavour} kernel modules)",
         packages=[*plan.packages, *fabricmanager],
     )
+    unheld = found.unheld() if found else []
     server.shell(
         name="Driver packages held against unattended upgrades",
         commands=[f"apt-mark hold {' '.join(plan.hold)}"],
-        _if=installed.did_change,
+        _if=None if unheld else installed.did_change,
     )
     if plan.peermem:
-        files.put(
-            name="nvidia-peermem loaded at boot (RDMA fabric)",
-            src=StringIO(driver.peermem_modules()),
-            dest=driver.PEERMEM_FILE,
-            mode="644",
-        )
+        put(peermem, name="nvidia-peermem loaded at boot (RDMA fabric)")
     else:
         files.file(name="no nvidia-peermem at boot", path=driver.PEERMEM_FILE, present=False)
-    # The daemons need the planned module loaded: before the reboot they are only enabled.
-    ready = plan.reboot_reason is None
-    for service in ["nvidia-persistenced", *(["nvidia-fabricmanager"] if fabricmanager else [])]:
+    for service in services:
         systemd.service(name=f"{service} enabled", service=service, running=ready, enabled=True)
     if plan.reboot_reason is None:
         return
-    if spec.nvidia_driver.allow_reboot:
+    if allow_reboot:
         server.reboot(name=f"Reboot: {plan.reboot_reason}", _serial=True)
     else:
         logger.warning(f"{host.print_prefix}reboot needed: {plan.reboot_reason}")

@@ -21,6 +21,8 @@ _checked: dict[str, str] = {}
 
 @deploy("Preflight")
 def preflight() -> None:
+    # Every host's greenlet reads its own node first, all at once; the table then waits for them.
+    fact(RuntimeFingerprint)
     if "table" not in _checked:
         fingerprints: dict[str, dict[str, Any]] = {}
         active = set(inventory.get_active_hosts())

@@ -2,15 +2,16 @@
 
 The environment is built by uv from a wheelhouse made once on the control machine and pushed as one
 file, so every node installs the very same wheels. A node already at the pins costs one remote
-command (its fingerprint) and changes nothing.
+command (its fingerprint, shared with preflight; two for the CPU build, which also asks for its
+system packages) and changes nothing.
 """
 
 from pyinfra import host, logger
 from pyinfra.api import deploy
 from pyinfra.operations import apt, files, server
 
-from aicluster import runtime, wheelhouse
-from aicluster.deploy import fact
+from aicluster import runtime, wanted, wheelhouse
+from aicluster.deploy import drift, fact
 from aicluster.facts.runtime import RuntimeFingerprint
 from aicluster.inventory import host_spec
 
@@ -24,12 +25,12 @@ UV_CACHE = f"{runtime.ROOT}/uv-cache"
 def python_runtime() -> None:
     spec, node = host_spec(host.data.aicluster_spec_file, host.data.aicluster_node)
     pins = runtime.pins_for(spec, node)
-    if pins.flavour == "cpu":
-        # vLLM's CPU kernels link libnuma, and torch.compile builds its CPU kernels with g++ against
-        # the Python headers: without them every worker fails at start.
+    # vLLM's CPU kernels link libnuma, and torch.compile builds its CPU kernels with g++ against
+    # the Python headers: without them every worker fails at start.
+    cpu_build = ("libnuma1", "g++", "python3-dev")
+    if pins.flavour == "cpu" and drift(wanted.Wanted(packages=cpu_build)) is not None:
         apt.packages(
-            name="libnuma, g++ and Python headers for vLLM's CPU build",
-            packages=["libnuma1", "g++", "python3-dev"],
+            name="libnuma, g++ and Python headers for vLLM's CPU build", packages=list(cpu_build)
         )
     fingerprint = fact(RuntimeFingerprint)
     if runtime.satisfies(fingerprint, pins):

@@ -6,11 +6,10 @@ Every node gets the cluster's one token (0600, owned by the service user) and RA
 
 from pyinfra import host
 from pyinfra.api import deploy
-from pyinfra.operations import files
 from pyinfra.operations.util import any_changed
 
-from aicluster import raycluster
-from aicluster.deploy import fail_host, keep_running
+from aicluster import raycluster, wanted
+from aicluster.deploy import drift, fail_host, keep_running, put
 from aicluster.inventory import host_spec
 from aicluster.secrets import SecretError, ensure_secret, secret_path
 from roles import unit_file
@@ -31,13 +30,8 @@ def ray() -> None:
     except SecretError as error:
         fail_host(str(error))
         return
-    token_file = files.put(
-        name="Ray token (0600, service user)",
-        src=str(token),
-        dest=raycluster.TOKEN_FILE,
-        user="aicluster",
-        group="aicluster",
-        mode="600",
+    token_file = wanted.File(
+        raycluster.TOKEN_FILE, token.read_text(), "600", user="aicluster", group="aicluster"
     )
     unit = unit_file(
         "ray",
@@ -49,4 +43,14 @@ def ray() -> None:
         token_file=raycluster.TOKEN_FILE,
         state_dir=raycluster.STATE_DIR,
     )
-    keep_running(UNIT, unit, restart_if=any_changed(unit, token_file))
+    found = drift(wanted.Wanted(files=(token_file, unit), services=(wanted.Service(UNIT),)))
+    if found is None:
+        return
+    put_token = put(token_file, name="Ray token (0600, service user)")
+    put_unit = put(unit, name=f"{UNIT}.service")
+    keep_running(
+        UNIT,
+        put_unit,
+        restart_if=any_changed(put_unit, put_token),
+        pending=found.reload_pending(UNIT),
+    )

@@ -7,15 +7,17 @@ node) restart one node at a time, each answering again before the next goes down
 keeps serving. See aicluster/vllmserve.py for what runs where.
 """
 
+from collections.abc import Callable
+
 from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.api.operation import OperationMeta
 from pyinfra.facts.systemd import SystemdStatus
-from pyinfra.operations import files, server
+from pyinfra.operations import server
 from pyinfra.operations.util import any_changed
 
-from aicluster import plan, runtime, vllmserve
-from aicluster.deploy import fact, fail_host, keep_running
+from aicluster import plan, runtime, vllmserve, wanted
+from aicluster.deploy import drift, fact, fail_host, keep_running, put, restart
 from aicluster.inventory import host_spec
 from aicluster.raycluster import STATE_DIR
 from aicluster.secrets import SecretError, ensure_secret, secret_path
@@ -25,12 +27,16 @@ UNIT = vllmserve.UNIT
 HEALTH_TIMEOUT_S = 900
 
 
-# Configuration operations of every rank of a native multi-node engine, in this run.
+# Configuration operations of every rank of a native multi-node engine, in this run, and the
+# ranks whose systemd still runs an older unit file than the one on disk.
 _ENGINE_CONFIG: list[OperationMeta] = []
+_ENGINE_PENDING: list[str] = []
 
 
 def _any_rank_changed() -> bool:
     """Evaluated when the restart runs, after every host ran the configuration operations."""
+    if _ENGINE_PENDING:
+        return True
     for op in _ENGINE_CONFIG:
         try:
             if op.did_change():
@@ -58,7 +64,7 @@ def vllm() -> None:
     secrets = [("api_key", spec.security.api_key_file, vllmserve.API_KEY_FILE)]
     if spec.security.hf_token_file and spec.serving.model.path is None:
         secrets.append(("hf_token", spec.security.hf_token_file, vllmserve.HF_TOKEN_FILE))
-    pushed = []
+    files: list[wanted.File] = []
     credentials = []
     for name, configured, dest in secrets:
         if configured is None:
@@ -69,13 +75,10 @@ def vllm() -> None:
         except SecretError as error:
             fail_host(str(error))
             return
-        pushed.append(files.put(name=f"{name} (0600, root)", src=str(local), dest=dest, mode="600"))
+        files.append(wanted.File(dest, local.read_text(), "600"))
         credentials.append((name, dest))
-    wrapper = files.put(
-        name="vLLM launcher",
-        src=str(TEMPLATES / "vllm" / "vllm-serve.py"),
-        dest=vllmserve.WRAPPER,
-        mode="755",
+    wrapper = wanted.File(
+        vllmserve.WRAPPER, (TEMPLATES / "vllm" / "vllm-serve.py").read_text(), "755"
     )
     pins = runtime.pins_for(spec, node)
     unit = unit_file(
@@ -91,11 +94,31 @@ def vllm() -> None:
         ray=spec.serving.distributed_backend == "ray" and len(spec.nodes) > 1,
         pins=" ".join(pins.requirements()),
     )
-    mine = [unit, wrapper, *pushed]
-    changed = any_changed(*mine)
     port = spec.serving.api_port
+    # All ranks of a native multi-node engine are one engine: a rank restarted alone waits
+    # forever for its old peers, so every rank restarts when any rank's configuration changed.
+    one_engine = (
+        spec.serving.distributed_backend == "native"
+        and len(spec.nodes) > 1
+        and not launch.replica_per_node
+    )
+    found = drift(wanted.Wanted(files=(unit, wrapper, *files), services=(wanted.Service(UNIT),)))
+    if found is None:
+        if one_engine:
+            restart(UNIT, _any_rank_changed)
+            _wait_for_health(launch, port, _any_rank_changed)
+        return
+    put_unit = put(unit, name=f"{UNIT}.service")
+    put_wrapper = put(wrapper, name="vLLM launcher")
+    pushed = [
+        put(file, name=f"{name} (0600, root)")
+        for (name, _), file in zip(credentials, files, strict=True)
+    ]
+    mine = [put_unit, put_wrapper, *pushed]
+    pending = found.reload_pending(UNIT)
+    changed: Callable[[], bool] = (lambda: True) if pending else any_changed(*mine)
     if launch.replica_per_node and fact(SystemdStatus).get(f"{UNIT}.service", False):
-        keep_running(UNIT, unit, restart_if=None)
+        keep_running(UNIT, put_unit, restart_if=None, pending=pending)
         server.shell(
             name="vLLM restarted one replica at a time, each answering before the next",
             commands=[f"systemctl restart {UNIT} || exit 1; {health_wait(port)}"],
@@ -103,15 +126,16 @@ def vllm() -> None:
             _if=changed,
         )
         return
-    if (
-        spec.serving.distributed_backend == "native"
-        and len(spec.nodes) > 1
-        and not launch.replica_per_node
-    ):
-        # All ranks are one engine: a rank restarted alone waits forever for its old peers.
+    if one_engine:
         _ENGINE_CONFIG.extend(mine)
+        if pending:
+            _ENGINE_PENDING.append(host.name)
         changed = _any_rank_changed
-    keep_running(UNIT, unit, restart_if=changed)
+    keep_running(UNIT, put_unit, restart_if=changed, pending=pending)
+    _wait_for_health(launch, port, changed)
+
+
+def _wait_for_health(launch: vllmserve.Launch, port: int, changed: Callable[[], bool]) -> None:
     if launch.serves_api:
         server.shell(
             name=f"vLLM answers /health on port {port}",

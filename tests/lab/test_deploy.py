@@ -4,8 +4,10 @@ node ends up with what the spec asks for."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -16,16 +18,12 @@ from tests.lab.conftest import Lab
 
 pytestmark = pytest.mark.lab
 REPO = Path(__file__).parents[2]
+PYINFRA = str(Path(sys.executable).parent / "pyinfra")
+DEPLOY = "deploys/vllm_cluster.py"
 
 
 def converge(inventory: Path) -> dict[str, Any]:
-    command = [
-        str(Path(sys.executable).parent / "pyinfra"),
-        "-y",
-        "--json",
-        str(inventory),
-        "deploys/vllm_cluster.py",
-    ]
+    command = [PYINFRA, "-y", "--json", str(inventory), DEPLOY]
     result = subprocess.run(
         command, capture_output=True, text=True, cwd=REPO, timeout=600, check=False
     )
@@ -43,6 +41,50 @@ def test_converge_then_nothing_changes(lab_cluster: Lab) -> None:
         op["name"] for op in second["operations"] if op["success"]
     ]
     assert second["totals"]["error"] == 0
+
+
+def test_a_no_op_converge_sends_at_most_one_command_per_role_to_each_node(
+    lab_cluster: Lab,
+) -> None:
+    # Each role reads what it manages in one command (aicluster.facts.state) and, finding it as
+    # wanted, adds no operation; facts several roles use (interfaces, container) are read once.
+    inventory = lab_cluster.inventory.with_suffix(".py")
+    converge(inventory)
+    roles = len(re.findall(r"^\w+\(\)$", (REPO / DEPLOY).read_text(), re.MULTILINE))
+    result = subprocess.run(
+        [PYINFRA, "-y", "--debug", str(inventory), DEPLOY],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=600,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    sent = Counter(re.findall(r"Running command on (\S+):", result.stdout + result.stderr))
+    assert set(sent) == {machine.name for machine in lab_cluster.nodes}
+    assert roles == 9 and max(sent.values()) <= roles, sent
+
+
+def test_drift_made_by_hand_is_repaired_by_the_next_converge(lab_cluster: Lab) -> None:
+    inventory = lab_cluster.inventory.with_suffix(".py")
+    converge(inventory)
+    machine = lab_cluster.nodes[-1]
+    drift = (
+        "systemctl stop aicluster-firewall && chmod 600 /etc/aicluster/nccl.env && "
+        f"echo '127.0.1.1 {machine.name}' >> /etc/hosts"
+    )
+    assert lab.ssh(machine.name, "sh", "-c", drift).returncode == 0
+    repaired = converge(inventory)
+    assert repaired["failed_hosts"] == [] and repaired["totals"]["success"] > 0
+    state = lab.ssh(
+        machine.name,
+        "sh",
+        "-c",
+        "systemctl is-active aicluster-firewall; stat -c %a /etc/aicluster/nccl.env; "
+        "grep -c 127.0.1.1 /etc/hosts || true",
+    )
+    assert state.stdout.split() == ["active", "644", "0"]
+    assert converge(inventory)["totals"]["success"] == 0
 
 
 def test_every_node_resolves_every_node_to_its_data_address(lab_cluster: Lab) -> None:

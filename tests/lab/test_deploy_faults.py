@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,10 +18,9 @@ import pytest
 
 from aicluster import lab, system
 from tests.lab.conftest import Lab
-from tests.lab.test_deploy import REPO, converge
+from tests.lab.test_deploy import DEPLOY, PYINFRA, REPO, converge
 
 pytestmark = pytest.mark.lab
-PYINFRA = str(Path(sys.executable).parent / "pyinfra")
 # The fault's own nftables table inside one machine's network namespace, removed by this name.
 FAULT_TABLE = "aicluster_test_fault"
 
@@ -50,7 +48,7 @@ def converge_until_operations_start(cluster: Lab) -> subprocess.Popen[str]:
             "-y",
             "--json",
             str(cluster.inventory.with_suffix(".py")),
-            "deploys/vllm_cluster.py",
+            DEPLOY,
         ],
         cwd=REPO,
         stdout=subprocess.PIPE,
@@ -125,7 +123,7 @@ def test_a_wrong_inventory_touches_no_host(converged: Lab, tmp_path: Path) -> No
     )
     broken.with_suffix(".py").write_text(converged.inventory.with_suffix(".py").read_text())
     run = subprocess.run(
-        [PYINFRA, "-y", str(broken.with_suffix(".py")), "deploys/vllm_cluster.py"],
+        [PYINFRA, "-y", str(broken.with_suffix(".py")), DEPLOY],
         cwd=REPO, capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip
     assert run.returncode != 0

@@ -35,7 +35,10 @@ tmp_path, {node: facts})`, then assert on `plans[node].op(name).commands`, `.upl
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import re
+import shlex
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -56,6 +59,8 @@ from pyinfra.context import ctx_host, ctx_state
 
 from aicluster import deploy as aicluster_deploy
 from aicluster.facts import command_output
+from aicluster.facts.bundle import Bundle
+from aicluster.facts.state import empty_state
 from aicluster.inventory import host_spec, pyinfra_groups
 from aicluster.spec import ClusterSpec
 
@@ -171,6 +176,8 @@ def _facts_of(hosts: Mapping[str, Facts]) -> Iterator[None]:
 
     def get_fact(self: Host, cls: Any, *args: Any, **kwargs: Any) -> Any:
         facts = hosts.get(self.name, {})
+        if cls is Bundle:  # each bundled fact answered as if asked alone
+            return [get_fact(self, kind, **arguments) for kind, arguments in kwargs["requests"]]
         if cls in facts:
             value = facts[cls]
             return value(**kwargs) if callable(value) else value
@@ -278,3 +285,71 @@ def _op_name(state: State, op_hash: str) -> str:
     """The operation's own name, without the deploy's prefix ("NVIDIA driver | ...")."""
     (name,) = state.op_meta[op_hash].names
     return str(name).rpartition(" | ")[2]
+
+
+_DEB_URL = re.compile(r"/([A-Za-z0-9.+-]+)_[^/ ]*\.deb")
+
+
+def converged_state(plan: HostPlan) -> Callable[..., dict[str, Any]]:
+    """aicluster.facts.state.ManagedState's value (a function of the probe's arguments, as a
+    FactValue may be) on the host once every operation of `plan` ran:
+    what the uploads, chmod/chown, apt-get install, apt-mark hold, systemctl start/enable, mkdir,
+    modprobe and rm commands leave. A second plan given this state must add no operation: that
+    proves the role's Wanted agrees with what its own operations make."""
+    state = empty_state()
+    for op in plan.ops:
+        for command in op.commands:
+            words = shlex.split(command) if not command.startswith("(") else command.split()
+            if command.startswith("upload "):
+                path = command.removeprefix("upload ")
+                state["files"][path] = {
+                    "mode": "644",
+                    "user": "root",
+                    "group": "root",
+                    "sha1": hashlib.sha1(op.uploads[path].encode()).hexdigest(),
+                }
+            elif words[:1] == ["chmod"] and words[-1] in state["files"]:
+                state["files"][words[-1]]["mode"] = words[-2].lstrip("0")
+            elif words[:1] == ["chmod"] and words[-1] in state["directories"]:
+                state["directories"][words[-1]]["mode"] = words[-2].lstrip("0")
+            elif words[:1] == ["chown"] and words[-1] in state["files"]:
+                user, _, group = words[-2].partition(":")
+                state["files"][words[-1]].update(user=user, group=group or user)
+            elif words[:2] == ["mkdir", "-p"]:
+                for path in words[2:]:
+                    state["directories"][path] = {"mode": "755", "user": "root", "group": "root"}
+            elif words[:2] == ["rm", "-f"]:
+                for path in words[2:]:
+                    state["files"][path] = None
+            elif "apt-get" in words and "install" in words:
+                for name in words[words.index("install") + 1 :]:
+                    if not name.startswith("-"):
+                        state["packages"][name] = "ii"
+            elif "dpkg" in words and "-i" in words:
+                for name in _DEB_URL.findall(" ".join(op.commands)):
+                    state["packages"][name] = "ii"
+            elif words[:2] == ["apt-mark", "hold"]:
+                for name in words[2:]:
+                    state["packages"][name] = "hi"
+            elif words[:1] == ["systemctl"] and words[1:2] in (["start"], ["restart"], ["enable"]):
+                unit = state["units"].setdefault(
+                    words[2],
+                    {"SubState": "dead", "UnitFileState": "disabled", "NeedDaemonReload": "no"},
+                )
+                if words[1] == "enable":
+                    unit["UnitFileState"] = "enabled"
+                else:
+                    unit["SubState"] = "running"
+            elif words[:1] == ["modprobe"]:
+                for name in words[1:]:
+                    if not name.startswith("-"):
+                        state["modules"][name] = True
+
+    def probed(**probe: Any) -> dict[str, Any]:
+        # What the plan did not make is not there, as the real command reports it.
+        for kind in ("files", "directories"):
+            for path in probe.get(kind, ()):
+                state[kind].setdefault(path, None)
+        return state
+
+    return probed

@@ -10,9 +10,11 @@ modules are loaded, are pyinfra's own facts (Which, KernelModules), given as pyi
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 from pyinfra.facts.deb import DebPackages
 from pyinfra.facts.files import Directory, File, Sha1File
 from pyinfra.facts.server import Kernel, KernelModules, Which
@@ -21,9 +23,18 @@ from pyinfra.facts.systemd import SystemdEnabled, SystemdStatus
 from aicluster import fabric as fabric_plan
 from aicluster.facts.net import IpAddr
 from aicluster.facts.rdma import IbSysfs
+from aicluster.facts.state import ManagedState
 from aicluster.facts.system import Container
 from roles.fabric import fabric
-from tests.roles.plan import ROOT, Facts, HostPlan, captured, plan_role, spec_from_inventory
+from tests.roles.plan import (
+    ROOT,
+    Facts,
+    HostPlan,
+    captured,
+    converged_state,
+    plan_role,
+    spec_from_inventory,
+)
 
 FIXTURES = ROOT / "tests/fixtures"
 H100_SYSFS = captured(IbSysfs, FIXTURES / "rdma/ib-sysfs-gpud-h100.txt")
@@ -303,3 +314,29 @@ def test_second_run_on_a_converged_node_changes_nothing(tmp_path: Path) -> None:
     plan = plan_of(tmp_path, roce(), converged, "hgx1")
     assert not plan.failed
     assert [op.name for op in plan.ops if plan.runs(op.name)] == []
+
+
+@pytest.mark.parametrize(
+    ("fabric_spec", "node", "facts", "summary"),
+    [
+        (lambda: infiniband("opensm"), "hgx1", {},
+         "9 files, 2 services, 6 packages and 2 kernel modules as wanted"),
+        (roce, "hgx1", {Which: lambda command: "/usr/bin/mlnx_qos"},
+         "1 file, 1 service and 5 packages as wanted"),
+        (thunderbolt, "gpu1", {}, "2 files, 1 service and 1 kernel module as wanted"),
+    ],
+    ids=["infiniband-opensm", "roce-mlnx_qos", "thunderbolt"],
+)  # fmt: skip
+def test_once_its_operations_ran_the_role_reads_one_state_and_adds_nothing(
+    tmp_path: Path,
+    fabric_spec: Callable[[], dict[str, Any]],
+    node: str,
+    facts: Facts,
+    summary: str,
+) -> None:
+    first = plan_of(tmp_path, fabric_spec(), real_host(facts), node)
+    assert not first.failed and first.ops
+    after = converged_state(first)
+    second = plan_of(tmp_path, fabric_spec(), real_host({**facts, ManagedState: after}), node)
+    assert second.ops == [] and not second.failed
+    assert summary in second.noops

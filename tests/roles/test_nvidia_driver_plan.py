@@ -26,8 +26,17 @@ from pyinfra.facts.systemd import SystemdEnabled, SystemdStatus
 from aicluster import driver, simulation
 from aicluster.facts.nvidia import NvidiaDriverVersion, NvidiaPciDevices, NvidiaSmiQuery
 from aicluster.facts.secureboot import SecureBoot
+from aicluster.facts.state import ManagedState
 from roles.nvidia_driver import nvidia_driver
-from tests.roles.plan import ROOT, Facts, HostPlan, captured, plan_role, spec_from_inventory
+from tests.roles.plan import (
+    ROOT,
+    Facts,
+    HostPlan,
+    captured,
+    converged_state,
+    plan_role,
+    spec_from_inventory,
+)
 
 CAPTURES = ROOT / "aicluster/captures"
 NVIDIA_FIXTURES = ROOT / "tests/fixtures/nvidia"
@@ -173,7 +182,8 @@ def assert_common_install(plan: HostPlan) -> None:
     ]
     assert plan.op(INITRAMFS).commands == ("update-initramfs -u",)
     assert plan.op(INITRAMFS).after_change_of == (BLACKLIST,)
-    assert plan.op(HOLD).after_change_of == (plan.find("NVIDIA driver ").name,)
+    # Nothing is held yet on a node the role has not converged: the hold runs whatever changes.
+    assert plan.runs(HOLD) and plan.op(HOLD).after_change_of == ()
     assert plan.names().index(BLACKLIST) < plan.names().index(plan.find("NVIDIA driver ").name)
     # No driver is loaded yet (or an older one): the daemon is enabled for the next boot, not started.
     assert plan.op(PERSISTENCED).commands == ("systemctl enable nvidia-persistenced.service",)
@@ -584,17 +594,59 @@ def _converged() -> Facts:
     }
 
 
-def test_second_run_on_a_converged_node_changes_nothing(tmp_path: Path) -> None:
-    plan = plan_of(tmp_path, cluster(branch="580-open", os="ubuntu"), _converged())
+def _first_and_second_run(
+    tmp_path: Path, edit: Callable[[dict[str, Any]], None] | None = None, more: Facts | None = None
+) -> tuple[HostPlan, HostPlan]:
+    """The role on our H100 host with 580 open loaded, then again once the first run's operations
+    ran (their result, changed by `edit`, is what the second run reads; `more`: pyinfra's facts
+    that say the same)."""
+    facts = {**node_facts(UBUNTU24, H100), **_h100_with_580_loaded()}
+    spec = cluster(branch="580-open", os="ubuntu")
+    first = plan_of(tmp_path, spec, facts)
+    after = converged_state(first)
+
+    def state(**probe: Any) -> dict[str, Any]:
+        value = after(**probe)
+        if edit:
+            edit(value)
+        return value
+
+    return first, plan_of(tmp_path, spec, {**_converged(), **(more or {}), ManagedState: state})
+
+
+def test_second_run_on_a_converged_node_sends_one_command_and_changes_nothing(
+    tmp_path: Path,
+) -> None:
+    first, second = _first_and_second_run(tmp_path)
+    assert first.runs(HOLD) and first.runs(KEYRING)
+    assert second.ops == [] and not second.failed and second.warnings == []
+    assert second.noops == ["2 files, 1 service and 5 packages as wanted"]
+
+
+def test_one_drifted_file_reruns_the_role_where_the_rest_stays_put(tmp_path: Path) -> None:
+    # The blacklist edited by hand: it is written again and the initramfs rebuilt; the packages
+    # are installed and held, so holding waits for an install that does not come, and the
+    # keyring is not downloaded again (it would change, and update the apt lists each run).
+    def edited(state: dict[str, Any]) -> None:
+        state["files"][driver.NOUVEAU_BLACKLIST_FILE]["sha1"] = "0" * 40
+
+    _, plan = _first_and_second_run(tmp_path, edited, {Sha1File: lambda path: "0" * 40})
     assert not plan.failed and plan.warnings == []
-    assert [op.name for op in plan.ops if plan.runs(op.name)] == []
-    # Holding and the initramfs rebuild have commands, but wait for their own change: not again.
+    assert [op.name for op in plan.ops if plan.runs(op.name)] == [BLACKLIST, INITRAMFS]
     assert plan.op(HOLD).commands and not plan.runs(HOLD)
-    assert plan.op(INITRAMFS).commands and not plan.runs(INITRAMFS)
-    # The keyring is not downloaded again (it would change, and update the apt lists each run).
+    assert plan.op(HOLD).after_change_of == (plan.find("NVIDIA driver ").name,)
     assert KEYRING not in plan.names() and APT_UPDATE not in plan.names()
     assert "cuda-keyring is installed" in plan.noops
     assert not any(name.startswith("Reboot") for name in plan.names())
+
+
+def test_a_package_unheld_by_hand_is_held_again(tmp_path: Path) -> None:
+    def unheld(state: dict[str, Any]) -> None:
+        state["packages"]["libnvidia-compute-580"] = "ii"
+
+    _, plan = _first_and_second_run(tmp_path, unheld)
+    assert plan.runs(HOLD) and plan.op(HOLD).after_change_of == ()
+    assert held(plan) == ["nvidia-open-580", "nvidia-dkms-580-open", "libnvidia-compute-580"]
 
 
 def test_loaded_module_as_planned_starts_the_daemons_without_reboot(tmp_path: Path) -> None:
