@@ -43,13 +43,18 @@ def _parsed(parser: Any, text: str, what: str) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def smi(host: testinfra.host.Host) -> dict[str, Any] | None:
+def smi_run(host: testinfra.host.Host) -> Any:
+    """`nvidia-smi -q`, run once per host for every GPU check."""
+    return host.run("nvidia-smi -q")
+
+
+@pytest.fixture(scope="module")
+def smi(smi_run: Any) -> dict[str, Any] | None:
     """`nvidia-smi -q`, parsed; None when nvidia-smi does not answer."""
-    result = host.run("nvidia-smi -q")
-    if result.rc != 0:
+    if smi_run.rc != 0:
         return None
     try:
-        parsed: dict[str, Any] = parse_nvidia_smi_query(result.stdout)
+        parsed: dict[str, Any] = parse_nvidia_smi_query(smi_run.stdout)
     except ParseError:
         return None
     return parsed
@@ -71,13 +76,12 @@ def _gpu(smi: dict[str, Any] | None, node: Node, gpu: Target) -> dict[str, Any]:
     pytest.skip(f"nvidia-smi lists no GPU {gpu.value}: see gpu_count_and_model")
 
 
-def test_nvidia_smi_responds(host: testinfra.host.Host, node: Node) -> None:
+def test_nvidia_smi_responds(node: Node, smi_run: Any) -> None:
     """The NVIDIA driver is loaded and nvidia-smi answers (nothing else works without it)."""
     _needs_gpus(node)
-    result = host.run("nvidia-smi -q")
-    if result.rc != 0:
-        lines = (result.stdout + result.stderr).strip().splitlines()
-        fail(f"nvidia-smi: exit {result.rc}: {lines[-1] if lines else 'no output'}", DRIVER_FIX)
+    if smi_run.rc != 0:
+        lines = (smi_run.stdout + smi_run.stderr).strip().splitlines()
+        fail(f"nvidia-smi: exit {smi_run.rc}: {lines[-1] if lines else 'no output'}", DRIVER_FIX)
 
 
 def test_gpu_count_and_model(node: Node, smi: dict[str, Any] | None) -> None:

@@ -119,7 +119,7 @@ def parse_state(text: str) -> dict[str, Any]:
                 fields = rest.split(" ", 4 if kind == "file" else 3)
                 path = fields[-1]
                 if fields[0] == "-":
-                    state[f"{kind}s"][path] = None
+                    state["files" if kind == "file" else "directories"][path] = None
                 elif kind == "file":
                     state["files"][path] = {**_owned(fields, line), "sha1": fields[3]}
                 else:
