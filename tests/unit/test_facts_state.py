@@ -28,7 +28,11 @@ CONVERGED_PROBE: dict[str, list[str]] = {
     "modules": ["ib_ipoib"],
     "texts": ["/etc/hosts"],
 }
-DRIFTED_PROBE = {**CONVERGED_PROBE, "texts": ["/etc/hosts", "/tmp/probe-text", "/nope.txt"]}
+DRIFTED_PROBE = {
+    **CONVERGED_PROBE,
+    "directories": ["/etc/aicluster", "/nope-dir"],
+    "texts": ["/etc/hosts", "/tmp/probe-text", "/nope.txt"],
+}
 HOSTS_BLOCK = "198.19.0.11\tnode1\n198.19.0.12\tnode2"
 
 
@@ -110,6 +114,7 @@ def test_a_drifted_lab_node_names_each_difference() -> None:
     # A file without a last newline keeps its line, and the next item still parses.
     assert seen["texts"]["/tmp/probe-text"] == ["no newline at the end"]
     assert seen["texts"]["/nope.txt"] is None
+    assert seen["directories"]["/nope-dir"] is None  # as on a fresh node before roles/nccl
     assert wanted.differences(firewall_node("node2"), seen) == [
         "/etc/aicluster/nccl.env: content differs",  # node2's own address
         "/etc/aicluster/nccl.env: mode 600, wanted 644",
