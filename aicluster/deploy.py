@@ -81,9 +81,14 @@ def drift(want: wanted.Wanted) -> wanted.Drift | None:
     return found
 
 
+# Files put in this run, by host and path: a service that reads a file another role writes
+# restarts when it changes (roles/nccl's environment, read by Ray and vLLM).
+_written: dict[tuple[str, str], OperationMeta] = {}
+
+
 def put(file: wanted.File, name: str | None = None) -> OperationMeta:
     """files.put of a wanted file (its content, mode and owner)."""
-    return files.put(
+    op = files.put(
         name=name or file.path,
         src=StringIO(file.content),
         dest=file.path,
@@ -91,6 +96,15 @@ def put(file: wanted.File, name: str | None = None) -> OperationMeta:
         user=file.user,
         group=file.group,
     )
+    _written[(host.name, file.path)] = op
+    return op
+
+
+def written(path: str) -> list[OperationMeta]:
+    """The operation of this run that writes `path` on the current host, if a role added one
+    (none when that role found the file as wanted)."""
+    op = _written.get((host.name, path))
+    return [op] if op else []
 
 
 def fail_host(message: str) -> None:
@@ -110,7 +124,8 @@ def keep_running(
     """A systemd service installed from `unit_file`: loaded when that file changed, running and
     enabled, restarted when `restart_if` says its configuration changed (None: the caller
     restarts it its own way). `pending`: systemd still runs an older unit file than the one on
-    disk (a run stopped before it reloaded), so it is reloaded and restarted whatever changes."""
+    disk, or the service started before a file it reads changed (a run stopped half-way), so it
+    is reloaded and restarted whatever changes."""
     reload_if = None if pending else unit_file.did_change
     systemd.daemon_reload(name="systemd reloaded (unit changed)", _if=reload_if)
     systemd.service(name=f"{unit} running and enabled", service=unit, running=True, enabled=True)

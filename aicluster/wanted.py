@@ -16,6 +16,9 @@ from typing import Any
 
 from pyinfra.facts.files import MARKER_BEGIN_DEFAULT, MARKER_END_DEFAULT
 
+# A file counts as newer than a service's start beyond this: the boot time the start is measured
+# from is whole seconds, and a file written in the second a restart began is no reason to restart.
+CLOCK_SLACK_S = 2
 # dpkg's status abbreviation: desired action, then state ("ii": install, installed).
 INSTALLED = ("ii", "hi")
 HELD = "hi"
@@ -48,11 +51,14 @@ class Directory:
 
 @dataclass(frozen=True)
 class Service:
-    """A systemd unit, running (or stopped) and enabled, its unit file loaded."""
+    """A systemd unit, running (or stopped) and enabled, its unit file loaded, and started after
+    the files it `reads` last changed (a run stopped between writing one and restarting it, or a
+    file another role wrote, leaves it on the old contents)."""
 
     unit: str
     running: bool = True
     enabled: bool = True
+    reads: tuple[str, ...] = ()
 
     @property
     def name(self) -> str:
@@ -99,8 +105,11 @@ class Wanted:
 
     def probe(self) -> dict[str, list[str]]:
         """The arguments of aicluster.facts.state.ManagedState that read all of this."""
+        reads = [path for s in self.services for path in s.reads]
         return {
-            "files": [f.path for f in self.files] + list(self.absent_files),
+            "files": list(
+                dict.fromkeys([*(f.path for f in self.files), *self.absent_files, *reads])
+            ),
             "directories": [d.path for d in self.directories],
             "units": [s.name for s in self.services],
             "packages": sorted({*self.packages, *self.held}),
@@ -146,6 +155,12 @@ class Drift:
         """The unit's file changed since systemd loaded it (a run stopped before reloading it)."""
         seen = self.state["units"].get(Service(unit).name, {})
         return bool(seen.get("NeedDaemonReload") == "yes")
+
+    def restart_pending(self, unit: str) -> bool:
+        """The unit must be reloaded and restarted whatever this run changes: systemd runs an
+        older unit file, or it started before a file it reads last changed."""
+        wanted = [s for s in self.want.services if s.name == Service(unit).name]
+        return self.reload_pending(unit) or any(_stale(self.state, s) for s in wanted)
 
     def installed(self, package: str) -> bool:
         return self.state["packages"].get(package) in INSTALLED
@@ -208,6 +223,9 @@ def differences(wanted: Wanted, state: dict[str, Any]) -> list[str]:
             found.append(f"{service.name}: {unit['UnitFileState']}")
         if unit["NeedDaemonReload"] != "no":
             found.append(f"{service.name}: unit file changed since systemd loaded it")
+        found += [
+            f"{service.name}: started before {path} last changed" for path in _stale(state, service)
+        ]
     for package in wanted.packages:
         if state["packages"].get(package) not in INSTALLED:
             found.append(f"package {package}: not installed")
@@ -235,6 +253,22 @@ def differences(wanted: Wanted, state: dict[str, Any]) -> list[str]:
             name = " ".join(block.marker.format(mark="").split())
             found.append(f"{block.path}: the {name} block differs")
     return found
+
+
+def _stale(state: dict[str, Any], service: Service) -> list[str]:
+    """The files `service` reads that changed after it started (none when it is not running)."""
+    unit = state["units"].get(service.name)
+    if unit is None or state["boot"] is None or unit["SubState"] not in RUNNING:
+        return []
+    entered = unit["ActiveEnterTimestampMonotonic"]
+    if not entered.isdigit() or entered == "0":
+        return []
+    started = state["boot"] + int(entered) / 1_000_000
+    return [
+        path
+        for path in service.reads
+        if (seen := state["files"].get(path)) and seen["mtime"] > started + CLOCK_SLACK_S
+    ]
 
 
 def _block(lines: list[str] | None, marker: str) -> list[str] | None:

@@ -121,5 +121,5 @@ def fabric() -> None:
             fabric_plan.UNIT,
             put_unit,
             restart_if=put_unit.did_change,
-            pending=found.reload_pending(fabric_plan.UNIT),
+            pending=found.restart_pending(fabric_plan.UNIT),
         )

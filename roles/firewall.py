@@ -28,7 +28,9 @@ def firewall() -> None:
     unit = unit_file("firewall", rules.UNIT, table=rules.TABLE, rules=rules.RULES_FILE)
     found = drift(
         wanted.Wanted(
-            files=(ruleset, unit), services=(wanted.Service(rules.UNIT),), packages=("nftables",)
+            files=(ruleset, unit),
+            services=(wanted.Service(rules.UNIT, reads=(rules.RULES_FILE,)),),
+            packages=("nftables",),
         )
     )
     if found is None:
@@ -40,5 +42,5 @@ def firewall() -> None:
         rules.UNIT,
         put_unit,
         restart_if=any_changed(put_ruleset, put_unit),
-        pending=found.reload_pending(rules.UNIT),
+        pending=found.restart_pending(rules.UNIT),
     )

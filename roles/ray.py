@@ -8,8 +8,9 @@ from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.operations.util import any_changed
 
+from aicluster import nccl as nccl_env
 from aicluster import raycluster, wanted
-from aicluster.deploy import drift, fail_host, keep_running, put
+from aicluster.deploy import drift, fail_host, keep_running, put, restart, written
 from aicluster.inventory import host_spec
 from aicluster.secrets import SecretError, ensure_secret, secret_path
 from roles import unit_file
@@ -43,14 +44,19 @@ def ray() -> None:
         token_file=raycluster.TOKEN_FILE,
         state_dir=raycluster.STATE_DIR,
     )
-    found = drift(wanted.Wanted(files=(token_file, unit), services=(wanted.Service(UNIT),)))
+    # NCCL's environment is roles/nccl's file: when that role rewrites it, Ray restarts too.
+    environment = written(nccl_env.ENV_FILE)
+    service = wanted.Service(UNIT, reads=(nccl_env.ENV_FILE, raycluster.TOKEN_FILE))
+    found = drift(wanted.Wanted(files=(token_file, unit), services=(service,)))
     if found is None:
+        if environment:
+            restart(UNIT, any_changed(*environment))
         return
     put_token = put(token_file, name="Ray token (0600, service user)")
     put_unit = put(unit, name=f"{UNIT}.service")
     keep_running(
         UNIT,
         put_unit,
-        restart_if=any_changed(put_unit, put_token),
-        pending=found.reload_pending(UNIT),
+        restart_if=any_changed(put_unit, put_token, *environment),
+        pending=found.restart_pending(UNIT),
     )

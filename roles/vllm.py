@@ -16,8 +16,9 @@ from pyinfra.facts.systemd import SystemdStatus
 from pyinfra.operations import server
 from pyinfra.operations.util import any_changed
 
+from aicluster import nccl as nccl_env
 from aicluster import plan, runtime, vllmserve, wanted
-from aicluster.deploy import drift, fact, fail_host, keep_running, put, restart
+from aicluster.deploy import drift, fact, fail_host, keep_running, put, restart, written
 from aicluster.inventory import host_spec
 from aicluster.raycluster import STATE_DIR
 from aicluster.secrets import SecretError, ensure_secret, secret_path
@@ -102,23 +103,31 @@ def vllm() -> None:
         and len(spec.nodes) > 1
         and not launch.replica_per_node
     )
-    found = drift(wanted.Wanted(files=(unit, wrapper, *files), services=(wanted.Service(UNIT),)))
-    if found is None:
-        if one_engine:
-            restart(UNIT, _any_rank_changed)
-            _wait_for_health(launch, port, _any_rank_changed)
+    # NCCL's environment is roles/nccl's file: when that role rewrites it, vLLM restarts too.
+    environment = written(nccl_env.ENV_FILE)
+    reads = (nccl_env.ENV_FILE, vllmserve.WRAPPER, *(f.path for f in files))
+    found = drift(
+        wanted.Wanted(files=(unit, wrapper, *files), services=(wanted.Service(UNIT, reads=reads),))
+    )
+    if found is None and not environment and not one_engine:
         return
-    put_unit = put(unit, name=f"{UNIT}.service")
-    put_wrapper = put(wrapper, name="vLLM launcher")
-    pushed = [
-        put(file, name=f"{name} (0600, root)")
-        for (name, _), file in zip(credentials, files, strict=True)
-    ]
-    mine = [put_unit, put_wrapper, *pushed]
-    pending = found.reload_pending(UNIT)
+    put_unit = None
+    mine = list(environment)
+    pending = False
+    if found is not None:
+        put_unit = put(unit, name=f"{UNIT}.service")
+        mine += [put(wrapper, name="vLLM launcher")]
+        mine += [
+            put(file, name=f"{name} (0600, root)")
+            for (name, _), file in zip(credentials, files, strict=True)
+        ]
+        mine.insert(0, put_unit)
+        pending = found.restart_pending(UNIT)
     changed: Callable[[], bool] = (lambda: True) if pending else any_changed(*mine)
-    if launch.replica_per_node and fact(SystemdStatus).get(f"{UNIT}.service", False):
-        keep_running(UNIT, put_unit, restart_if=None, pending=pending)
+    running = found is None or fact(SystemdStatus).get(f"{UNIT}.service", False)
+    if launch.replica_per_node and running:
+        if put_unit:
+            keep_running(UNIT, put_unit, restart_if=None, pending=pending)
         server.shell(
             name="vLLM restarted one replica at a time, each answering before the next",
             commands=[f"systemctl restart {UNIT} || exit 1; {health_wait(port)}"],
@@ -131,7 +140,10 @@ def vllm() -> None:
         if pending:
             _ENGINE_PENDING.append(host.name)
         changed = _any_rank_changed
-    keep_running(UNIT, put_unit, restart_if=changed, pending=pending)
+    if put_unit:
+        keep_running(UNIT, put_unit, restart_if=changed, pending=pending)
+    else:
+        restart(UNIT, changed)
     _wait_for_health(launch, port, changed)
 
 

@@ -17,8 +17,10 @@ from pyinfra.api.facts import FactBase
 
 from aicluster.facts import ParseError, process_with, quote_line
 
-# The properties of a unit, in the order the command prints them.
-UNIT_PROPERTIES = ("SubState", "UnitFileState", "NeedDaemonReload")
+# The properties of a unit, in the order the command prints them. ActiveEnterTimestampMonotonic:
+# microseconds since boot when it last started (0: never), against the boot time in seconds since
+# the epoch (/proc/stat's btime) to compare with a file's mtime.
+UNIT_PROPERTIES = ("SubState", "UnitFileState", "NeedDaemonReload", "ActiveEnterTimestampMonotonic")
 # Each line of a text file after "|"; awk ends an unterminated last line too (sed would not).
 AWK_PREFIX = '{print "|" $0}'
 
@@ -38,10 +40,13 @@ def state_command(
     """
     q = shlex.quote
     parts = ['echo "hostname $(uname -n)"']
+    if units:
+        parts.append("awk '/^btime /{print \"boot \" $2}' /proc/stat")
     for path in files:
         parts.append(
             f"if [ -f {q(path)} ]; then echo \"file $(stat -c '%a %U %G' {q(path)}) "
-            f'$(sha1sum < {q(path)} | cut -d" " -f1) "{q(path)}; else echo "file - "{q(path)}; fi'
+            f'$(sha1sum < {q(path)} | cut -d" " -f1) $(stat -c %Y {q(path)}) "{q(path)}; '
+            f'else echo "file - "{q(path)}; fi'
         )
     for path in directories:
         parts.append(
@@ -81,6 +86,7 @@ def empty_state() -> dict[str, Any]:
     """What nothing read looks like: every managed thing then counts as missing."""
     return {
         "hostname": None,
+        "boot": None,
         "files": {},
         "directories": {},
         "units": {},
@@ -98,8 +104,9 @@ def _owned(fields: list[str], line: str) -> dict[str, str]:
 
 
 def parse_state(text: str) -> dict[str, Any]:
-    """The output of state_command → {"hostname", "files": {path: {mode, user, group, sha1} |
-    None}, "directories": {path: {mode, user, group} | None}, "units": {unit: {SubState, ...}},
+    """The output of state_command → {"hostname", "boot" (seconds since the epoch), "files": {path:
+    {mode, user, group, sha1, mtime} | None}, "directories": {path: {mode, user, group} | None},
+    "units": {unit: {SubState, ...}},
     "packages": {name: dpkg status abbreviation}, "users": {name: {home, shell} | None},
     "modules": {name: loaded}, "texts": {path: [lines] | None}} (None: not there)."""
     state = empty_state()
@@ -115,13 +122,21 @@ def parse_state(text: str) -> dict[str, Any]:
         try:
             if kind == "hostname":
                 state["hostname"] = rest
+            elif kind == "boot":
+                state["boot"] = int(rest)
             elif kind in ("file", "directory"):
-                fields = rest.split(" ", 4 if kind == "file" else 3)
+                fields = rest.split(" ", 5 if kind == "file" else 3)
                 path = fields[-1]
                 if fields[0] == "-":
                     state["files" if kind == "file" else "directories"][path] = None
                 elif kind == "file":
-                    state["files"][path] = {**_owned(fields, line), "sha1": fields[3]}
+                    if len(fields) != 6:
+                        raise ValueError
+                    state["files"][path] = {
+                        **_owned(fields, line),
+                        "sha1": fields[3],
+                        "mtime": int(fields[4]),
+                    }
                 else:
                     state["directories"][path] = _owned(fields, line)
             elif kind == "unit":

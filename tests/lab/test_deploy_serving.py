@@ -21,7 +21,7 @@ import pytest
 from aicluster import lab, plan, ports, runtime
 from aicluster.inventory import load_spec
 from tests.lab.conftest import Lab
-from tests.lab.test_deploy import REPO, converge
+from tests.lab.test_deploy import DEPLOY, PYINFRA, REPO, converge
 
 pytestmark = pytest.mark.lab
 HEALTH_TIMEOUT_S = 900
@@ -215,6 +215,30 @@ def test_drift_on_one_node_stops_the_run_before_anything_restarts(serving: Lab) 
         worker, "systemctl", "show", "-p", "ActiveEnterTimestamp", "aicluster-vllm"
     ).stdout
     assert after == started
+
+
+def test_a_changed_nccl_environment_reaches_the_running_services(serving: Lab) -> None:
+    # `--data nccl_debug=INFO` rewrites /etc/aicluster/nccl.env on every node (as a renamed NIC
+    # would): Ray and vLLM restart in that same run and run with it; the cluster answers again.
+    inventory = str(serving.inventory.with_suffix(".py"))
+    command = [PYINFRA, "-y", "--json", "--data", "nccl_debug=INFO", inventory, DEPLOY]
+    run = subprocess.run(
+        command, capture_output=True, text=True, cwd=REPO, timeout=1200, check=False
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert json.loads(run.stdout)["results"]["failed_hosts"] == []
+    for machine in serving.nodes:
+        checked = []
+        for unit in ("aicluster-ray", "aicluster-vllm"):
+            pid = lab.ssh(machine.name, "systemctl", "show", "-p", "MainPID", "--value", unit)
+            if pid.stdout.strip() in ("", "0"):
+                continue  # not on this node
+            environ = lab.ssh(machine.name, "cat", f"/proc/{pid.stdout.strip()}/environ").stdout
+            assert "NCCL_DEBUG=INFO" in environ.split("\0"), f"{machine.name}: {unit}"
+            checked.append(unit)
+        assert checked, f"{machine.name} runs neither Ray nor vLLM"
+    wait_healthy(serving)
+    assert complete(serving, api_key(serving), tokens=4)[0] == 200
 
 
 def test_after_every_machine_restarts_the_cluster_serves_again(serving: Lab) -> None:

@@ -193,22 +193,25 @@ def plan_role(
     spec: dict[str, Any],
     directory: Path,
     facts: Mapping[str, Facts],
+    data: Mapping[str, Any] | None = None,
 ) -> dict[str, HostPlan]:
-    """Prepare `role` for every node of `spec` that has an entry in `facts`; plans by node name."""
+    """Prepare `role` for every node of `spec` that has an entry in `facts`; plans by node name.
+    `data`: more pyinfra host data for every host, as `pyinfra --data KEY=VALUE` gives."""
     spec_file = directory / "cluster.yaml"
     spec_file.write_text(yaml.safe_dump(spec))
     groups = pyinfra_groups(ClusterSpec.model_validate(spec), spec_file)
     hosts = [
-        (f"@fake/{name}", {**data, "fake_delay": 0, "fake_delay_jitter": 0})
-        for name, data in groups["nodes"]
+        (f"@fake/{name}", {**host_data, **(data or {}), "fake_delay": 0, "fake_delay_jitter": 0})
+        for name, host_data in groups["nodes"]
         if name in facts
     ]
-    missing = set(facts) - {data["aicluster_node"] for _, data in hosts}
+    missing = set(facts) - {host_data["aicluster_node"] for _, host_data in hosts}
     assert not missing, f"no such node in the spec: {sorted(missing)}"
     state = State(Inventory((hosts, {})), Config())
     state.print_noop_info = True
     connect_all(state)  # the @fake connector: marks the hosts active, opens nothing
     aicluster_deploy._facts.clear()
+    aicluster_deploy._written.clear()
     host_spec.cache_clear()
     records = _Records()
     pyinfra_logger = logging.getLogger("pyinfra")
@@ -307,6 +310,7 @@ def converged_state(plan: HostPlan) -> Callable[..., dict[str, Any]]:
                     "user": "root",
                     "group": "root",
                     "sha1": hashlib.sha1(op.uploads[path].encode()).hexdigest(),
+                    "mtime": 0,
                 }
             elif words[:1] == ["chmod"] and words[-1] in state["files"]:
                 state["files"][words[-1]]["mode"] = words[-2].lstrip("0")
@@ -334,7 +338,12 @@ def converged_state(plan: HostPlan) -> Callable[..., dict[str, Any]]:
             elif words[:1] == ["systemctl"] and words[1:2] in (["start"], ["restart"], ["enable"]):
                 unit = state["units"].setdefault(
                     words[2],
-                    {"SubState": "dead", "UnitFileState": "disabled", "NeedDaemonReload": "no"},
+                    {
+                        "SubState": "dead",
+                        "UnitFileState": "disabled",
+                        "NeedDaemonReload": "no",
+                        "ActiveEnterTimestampMonotonic": "0",
+                    },
                 )
                 if words[1] == "enable":
                     unit["UnitFileState"] = "enabled"

@@ -30,6 +30,7 @@ CONVERGED_PROBE: dict[str, list[str]] = {
 }
 DRIFTED_PROBE = {
     **CONVERGED_PROBE,
+    "files": ["/etc/aicluster/nccl.env", "/nope", "/etc/aicluster/firewall.nft"],
     "directories": ["/etc/aicluster", "/nope-dir"],
     "texts": ["/etc/hosts", "/tmp/probe-text", "/nope.txt"],
 }
@@ -50,7 +51,7 @@ def firewall_node(hostname: str) -> wanted.Wanted:
             ),
         ),
         directories=(wanted.Directory("/etc/aicluster", mode="755"),),
-        services=(wanted.Service("aicluster-firewall"),),
+        services=(wanted.Service("aicluster-firewall", reads=("/etc/aicluster/firewall.nft",)),),
         packages=("nftables",),
         users=(wanted.User("aicluster", "/var/lib/aicluster", "/usr/sbin/nologin"),),
         no_lines=(wanted.NoLine("/etc/hosts", LOOPBACK_ALIAS),),
@@ -73,12 +74,14 @@ def test_each_capture_was_made_by_the_command_for_its_probe(
 def test_a_converged_lab_node() -> None:
     seen = state("lab-node-converged")
     assert seen["hostname"] == "node1"
+    assert seen["boot"] == 1795749019  # /proc/stat btime: seconds since the epoch
     assert seen["files"] == {
         "/etc/aicluster/nccl.env": {
             "mode": "644",
             "user": "root",
             "group": "root",
             "sha1": "714779b93c2fc96b9059c954420e67f30861b912",
+            "mtime": 1795772480,
         },
         "/nope": None,
     }
@@ -90,8 +93,14 @@ def test_a_converged_lab_node() -> None:
             "SubState": "exited",
             "UnitFileState": "enabled",
             "NeedDaemonReload": "no",
+            "ActiveEnterTimestampMonotonic": "23465848779",  # 4.8 s after nccl.env was written
         },
-        "nope.service": {"SubState": "dead", "UnitFileState": "-", "NeedDaemonReload": "no"},
+        "nope.service": {
+            "SubState": "dead",
+            "UnitFileState": "-",
+            "NeedDaemonReload": "no",
+            "ActiveEnterTimestampMonotonic": "0",
+        },
     }
     assert seen["packages"] == {"nftables": "ii"}  # dpkg-query names no unknown package
     assert seen["users"] == {
@@ -106,6 +115,11 @@ def test_a_converged_lab_node() -> None:
         "# END aicluster nodes on the data network",
     ]
     assert wanted.differences(firewall_node("node1"), seen) == []
+    # nccl.env was written before the firewall started; a stopped service is never "stale".
+    reads = ("/etc/aicluster/nccl.env",)
+    for unit in ("aicluster-firewall", "nope"):
+        want = wanted.Wanted(services=(wanted.Service(unit, reads=reads),))
+        assert not any("started before" in d for d in wanted.differences(want, seen))
     assert wanted.drift(firewall_node("node1"), seen) is None
 
 
@@ -118,9 +132,13 @@ def test_a_drifted_lab_node_names_each_difference() -> None:
     assert wanted.differences(firewall_node("node2"), seen) == [
         "/etc/aicluster/nccl.env: content differs",  # node2's own address
         "/etc/aicluster/nccl.env: mode 600, wanted 644",
-        "aicluster-firewall.service: dead",
+        # touched 5 s after the converge: the firewall runs what the file held before
+        "aicluster-firewall.service: started before /etc/aicluster/firewall.nft last changed",
         r"/etc/hosts: a line matches ^127\.0\.1\.1\s.*$",
     ]
+    found = wanted.drift(firewall_node("node2"), seen)
+    assert found is not None and found.restart_pending("aicluster-firewall")
+    assert not found.reload_pending("aicluster-firewall")
 
 
 def test_what_else_a_node_can_lack() -> None:
