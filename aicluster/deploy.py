@@ -30,7 +30,8 @@ _facts: dict[tuple[Any, ...], AsyncResult] = {}
 
 
 def _key(target: Host, kind: type[Any], kwargs: dict[str, Any]) -> tuple[Any, ...]:
-    return (target.name, kind, tuple(sorted(kwargs.items())))
+    arguments = ((k, tuple(v) if isinstance(v, list) else v) for k, v in kwargs.items())
+    return (target.name, kind, tuple(sorted(arguments)))
 
 
 def fact(kind: type[FactBase[T]], target: Host | None = None, **kwargs: Any) -> T:

@@ -59,6 +59,9 @@ class Service:
     running: bool = True
     enabled: bool = True
     reads: tuple[str, ...] = ()
+    own_unit: bool = False
+    """The role writes the unit file (and reloads systemd when it changes): one systemd has not
+    loaded yet is a difference. A packaged unit's drop-ins are the administrator's."""
 
     @property
     def name(self) -> str:
@@ -166,7 +169,7 @@ class Drift:
         return self.state["packages"].get(package) in INSTALLED
 
     def unheld(self) -> list[str]:
-        return [p for p in self.want.held if self.state["packages"].get(p) != HELD]
+        return [p for p in self.want.held if self.state["packages"].get(p) == "ii"]
 
 
 def drift(want: Wanted, state: dict[str, Any]) -> Drift | None:
@@ -221,7 +224,7 @@ def differences(wanted: Wanted, state: dict[str, Any]) -> list[str]:
             found.append(f"{service.name}: {unit['SubState']}")
         if (unit["UnitFileState"] in ENABLED) != service.enabled:
             found.append(f"{service.name}: {unit['UnitFileState']}")
-        if unit["NeedDaemonReload"] != "no":
+        if service.own_unit and unit["NeedDaemonReload"] != "no":
             found.append(f"{service.name}: unit file changed since systemd loaded it")
         found += [
             f"{service.name}: started before {path} last changed" for path in _stale(state, service)
@@ -230,7 +233,9 @@ def differences(wanted: Wanted, state: dict[str, Any]) -> list[str]:
         if state["packages"].get(package) not in INSTALLED:
             found.append(f"package {package}: not installed")
     for package in wanted.held:
-        if state["packages"].get(package) != HELD:
+        # Only an installed package can be held ("hn": held, not installed, is what apt-mark
+        # leaves for a name apt never installed; holding it again would change nothing).
+        if state["packages"].get(package) in INSTALLED and state["packages"][package] != HELD:
             found.append(f"package {package}: not held")
     for user in wanted.users:
         seen = state["users"].get(user.name)
@@ -272,12 +277,20 @@ def _stale(state: dict[str, Any], service: Service) -> list[str]:
 
 
 def _block(lines: list[str] | None, marker: str) -> list[str] | None:
-    """The lines between `marker`'s BEGIN and END lines, None when either is missing."""
+    """The lines pyinfra's Block fact reads between `marker`'s BEGIN and END lines (its awk: the
+    markers are regular expressions found anywhere in a line; every block's lines, in order),
+    None when there are none."""
     if lines is None:
         return None
-    begin = marker.format(mark=MARKER_BEGIN_DEFAULT)
-    end = marker.format(mark=MARKER_END_DEFAULT)
-    if begin not in lines or end not in lines[lines.index(begin) :]:
-        return None
-    start = lines.index(begin) + 1
-    return lines[start : lines.index(end, start)]
+    begin = re.compile(marker.format(mark=MARKER_BEGIN_DEFAULT))
+    end = re.compile(marker.format(mark=MARKER_END_DEFAULT))
+    inside = False
+    found = []
+    for line in lines:
+        if end.search(line):
+            inside = False
+        if inside:
+            found.append(line)
+        if begin.search(line):
+            inside = True
+    return found or None

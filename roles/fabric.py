@@ -77,7 +77,12 @@ def fabric() -> None:
         ),
         packages=(*plan.packages, *(["opensm"] if plan.opensm else [])),
         modules=plan.modules,
-        services=tuple(wanted.Service(s) for s in services),
+        services=tuple(
+            wanted.Service(s, reads=(unit.path,), own_unit=True)
+            if unit and s == fabric_plan.UNIT
+            else wanted.Service(s)
+            for s in services
+        ),
     )
     if want == wanted.Wanted():
         return

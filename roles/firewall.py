@@ -29,7 +29,9 @@ def firewall() -> None:
     found = drift(
         wanted.Wanted(
             files=(ruleset, unit),
-            services=(wanted.Service(rules.UNIT, reads=(rules.RULES_FILE,)),),
+            services=(
+                wanted.Service(rules.UNIT, reads=(rules.RULES_FILE, unit.path), own_unit=True),
+            ),
             packages=("nftables",),
         )
     )

@@ -32,7 +32,11 @@ def ray() -> None:
         fail_host(str(error))
         return
     token_file = wanted.File(
-        raycluster.TOKEN_FILE, token.read_text(), "600", user="aicluster", group="aicluster"
+        raycluster.TOKEN_FILE,
+        token.read_bytes().decode(),
+        "600",
+        user="aicluster",
+        group="aicluster",
     )
     unit = unit_file(
         "ray",
@@ -46,7 +50,9 @@ def ray() -> None:
     )
     # NCCL's environment is roles/nccl's file: when that role rewrites it, Ray restarts too.
     environment = written(nccl_env.ENV_FILE)
-    service = wanted.Service(UNIT, reads=(nccl_env.ENV_FILE, raycluster.TOKEN_FILE))
+    service = wanted.Service(
+        UNIT, reads=(nccl_env.ENV_FILE, raycluster.TOKEN_FILE, unit.path), own_unit=True
+    )
     found = drift(wanted.Wanted(files=(token_file, unit), services=(service,)))
     if found is None:
         if environment:

@@ -76,10 +76,10 @@ def vllm() -> None:
         except SecretError as error:
             fail_host(str(error))
             return
-        files.append(wanted.File(dest, local.read_text(), "600"))
+        files.append(wanted.File(dest, local.read_bytes().decode(), "600"))
         credentials.append((name, dest))
     wrapper = wanted.File(
-        vllmserve.WRAPPER, (TEMPLATES / "vllm" / "vllm-serve.py").read_text(), "755"
+        vllmserve.WRAPPER, (TEMPLATES / "vllm" / "vllm-serve.py").read_bytes().decode(), "755"
     )
     pins = runtime.pins_for(spec, node)
     unit = unit_file(

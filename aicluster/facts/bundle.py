@@ -4,6 +4,8 @@ A role that needs seven facts to plan would otherwise wait for seven round trips
 The outputs come back between marker lines with each command's exit status; a fact whose command
 failed fails the host with its name (as pyinfra does when a single fact fails), a fact whose
 required command is missing takes its default (as pyinfra does while it prepares a run).
+Only facts whose process() needs nothing but the output can be bundled: each is processed by a
+fresh instance (pyinfra's Block or FindInFile keep their arguments from command(): not those).
 """
 
 from __future__ import annotations

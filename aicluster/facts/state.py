@@ -44,13 +44,13 @@ def state_command(
         parts.append("awk '/^btime /{print \"boot \" $2}' /proc/stat")
     for path in files:
         parts.append(
-            f"if [ -f {q(path)} ]; then echo \"file $(stat -c '%a %U %G' {q(path)}) "
-            f'$(sha1sum < {q(path)} | cut -d" " -f1) $(stat -c %Y {q(path)}) "{q(path)}; '
+            f"if [ -f {q(path)} ]; then echo \"file $(stat -L -c '%a %U %G' {q(path)}) "
+            f'$(sha1sum < {q(path)} | cut -d" " -f1) $(stat -L -c %Y {q(path)}) "{q(path)}; '
             f'else echo "file - "{q(path)}; fi'
         )
     for path in directories:
         parts.append(
-            f"if [ -d {q(path)} ]; then echo \"directory $(stat -c '%a %U %G' {q(path)}) \"{q(path)}; "
+            f"if [ -d {q(path)} ]; then echo \"directory $(stat -L -c '%a %U %G' {q(path)}) \"{q(path)}; "
             f'else echo "directory - "{q(path)}; fi'
         )
     for unit in units:
@@ -68,11 +68,11 @@ def state_command(
             "2>/dev/null || true"
         )
     for name in users:
-        parts.append(f'echo "user {name} $(getent passwd {q(name)} || true)"')
+        parts.append(f'echo "user "{q(name)}" $(getent passwd {q(name)} || true)"')
     for name in modules:
         parts.append(
-            f'if [ -d /sys/module/{name.replace("-", "_")} ]; then echo "module + {name}"; '
-            f'else echo "module - {name}"; fi'
+            f'if [ -d /sys/module/{q(name.replace("-", "_"))} ]; then echo "module + "{q(name)}; '
+            f'else echo "module - "{q(name)}; fi'
         )
     for path in texts:
         parts.append(
@@ -125,11 +125,12 @@ def parse_state(text: str) -> dict[str, Any]:
             elif kind == "boot":
                 state["boot"] = int(rest)
             elif kind in ("file", "directory"):
+                if rest.startswith("- "):
+                    state["files" if kind == "file" else "directories"][rest[2:]] = None
+                    continue
                 fields = rest.split(" ", 5 if kind == "file" else 3)
                 path = fields[-1]
-                if fields[0] == "-":
-                    state["files" if kind == "file" else "directories"][path] = None
-                elif kind == "file":
+                if kind == "file":
                     if len(fields) != 6:
                         raise ValueError
                     state["files"][path] = {

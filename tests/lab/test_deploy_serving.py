@@ -239,6 +239,11 @@ def test_a_changed_nccl_environment_reaches_the_running_services(serving: Lab) -
         assert checked, f"{machine.name} runs neither Ray nor vLLM"
     wait_healthy(serving)
     assert complete(serving, api_key(serving), tokens=4)[0] == 200
+    # Back to WARN by hand, without a second restart cycle: the next test restarts every machine,
+    # after which the services read the file as it is again.
+    back = "sed -i 's/^NCCL_DEBUG=INFO$/NCCL_DEBUG=WARN/' /etc/aicluster/nccl.env"
+    for machine in serving.nodes:
+        assert lab.ssh(machine.name, "sh", "-c", back).returncode == 0
 
 
 def test_after_every_machine_restarts_the_cluster_serves_again(serving: Lab) -> None:

@@ -182,8 +182,7 @@ def assert_common_install(plan: HostPlan) -> None:
     ]
     assert plan.op(INITRAMFS).commands == ("update-initramfs -u",)
     assert plan.op(INITRAMFS).after_change_of == (BLACKLIST,)
-    # Nothing is held yet on a node the role has not converged: the hold runs whatever changes.
-    assert plan.runs(HOLD) and plan.op(HOLD).after_change_of == ()
+    assert plan.op(HOLD).after_change_of == (plan.find("NVIDIA driver ").name,)
     assert plan.names().index(BLACKLIST) < plan.names().index(plan.find("NVIDIA driver ").name)
     # No driver is loaded yet (or an older one): the daemon is enabled for the next boot, not started.
     assert plan.op(PERSISTENCED).commands == ("systemctl enable nvidia-persistenced.service",)
