@@ -121,23 +121,44 @@ def keep_running(
     unit_file: OperationMeta,
     restart_if: Callable[[], bool] | None,
     pending: bool = False,
-) -> None:
+) -> OperationMeta | None:
     """A systemd service installed from `unit_file`: loaded when that file changed, running and
     enabled, restarted when `restart_if` says its configuration changed (None: the caller
     restarts it its own way). `pending`: systemd still runs an older unit file than the one on
     disk, or the service started before a file it reads changed (a run stopped half-way), so it
-    is reloaded and restarted whatever changes."""
+    is reloaded and restarted whatever changes. Returns the restart operation, if any."""
     reload_if = None if pending else unit_file.did_change
     systemd.daemon_reload(name="systemd reloaded (unit changed)", _if=reload_if)
     systemd.service(name=f"{unit} running and enabled", service=unit, running=True, enabled=True)
     if restart_if is None:
-        return
-    restart(unit, None if pending else restart_if)
+        return None
+    return restart(unit, None if pending else restart_if)
 
 
-def restart(unit: str, restart_if: Callable[[], bool] | None) -> None:
+class AnyChanged:
+    """pyinfra's any_changed over lists of operations that grow while hosts are prepared (the
+    operations of every host: one host restarts when another's changed), read at execution; a
+    host that failed before running its operation is passed over. `always`: true whatever."""
+
+    def __init__(self, *lists: list[OperationMeta], always: list[str] | None = None) -> None:
+        self.lists = lists
+        self.always = always if always is not None else []
+
+    def __call__(self) -> bool:
+        if self.always:
+            return True
+        for op in (op for ops in self.lists for op in ops):
+            try:
+                if op.did_change():
+                    return True
+            except RuntimeError:  # a failed host never ran it
+                continue
+        return False
+
+
+def restart(unit: str, restart_if: Callable[[], bool] | None) -> OperationMeta:
     """Restart `unit` when `restart_if` says so at execution (None: always)."""
-    systemd.service(
+    return systemd.service(
         name=f"{unit} restarted (configuration changed)",
         service=unit,
         restarted=True,

@@ -6,6 +6,7 @@ Every node gets the cluster's one token (0600, owned by the service user) and RA
 
 from pyinfra import host
 from pyinfra.api import deploy
+from pyinfra.api.operation import OperationMeta
 from pyinfra.operations.util import any_changed
 
 from aicluster import nccl as nccl_env
@@ -16,6 +17,8 @@ from aicluster.secrets import SecretError, ensure_secret, secret_path
 from roles import unit_file
 
 UNIT = "aicluster-ray"
+# Ray's restarts on every host in this run: vLLM over Ray restarts on the head after any of them.
+RESTARTS: list[OperationMeta] = []
 
 
 @deploy("Ray")
@@ -56,13 +59,15 @@ def ray() -> None:
     found = drift(wanted.Wanted(files=(token_file, unit), services=(service,)))
     if found is None:
         if environment:
-            restart(UNIT, any_changed(*environment))
+            RESTARTS.append(restart(UNIT, any_changed(*environment)))
         return
     put_token = put(token_file, name="Ray token (0600, service user)")
     put_unit = put(unit, name=f"{UNIT}.service")
-    keep_running(
+    restarted = keep_running(
         UNIT,
         put_unit,
         restart_if=any_changed(put_unit, put_token, *environment),
         pending=found.restart_pending(UNIT),
     )
+    if restarted:
+        RESTARTS.append(restarted)

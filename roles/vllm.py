@@ -14,15 +14,24 @@ from pyinfra.api import deploy
 from pyinfra.api.operation import OperationMeta
 from pyinfra.facts.systemd import SystemdStatus
 from pyinfra.operations import server
-from pyinfra.operations.util import any_changed
 
 from aicluster import nccl as nccl_env
 from aicluster import plan, runtime, vllmserve, wanted
-from aicluster.deploy import drift, fact, fail_host, keep_running, put, restart, written
+from aicluster.deploy import (
+    AnyChanged,
+    drift,
+    fact,
+    fail_host,
+    keep_running,
+    put,
+    restart,
+    written,
+)
 from aicluster.inventory import host_spec
 from aicluster.raycluster import STATE_DIR
 from aicluster.secrets import SecretError, ensure_secret, secret_path
 from roles import TEMPLATES, unit_file
+from roles.ray import RESTARTS as RAY_RESTARTS
 
 UNIT = vllmserve.UNIT
 HEALTH_TIMEOUT_S = 900
@@ -32,19 +41,8 @@ HEALTH_TIMEOUT_S = 900
 # ranks whose systemd still runs an older unit file than the one on disk.
 _ENGINE_CONFIG: list[OperationMeta] = []
 _ENGINE_PENDING: list[str] = []
-
-
-def _any_rank_changed() -> bool:
-    """Evaluated when the restart runs, after every host ran the configuration operations."""
-    if _ENGINE_PENDING:
-        return True
-    for op in _ENGINE_CONFIG:
-        try:
-            if op.did_change():
-                return True
-        except RuntimeError:  # a failed host never ran it
-            continue
-    return False
+# Evaluated when the restart runs, after every host ran the configuration operations.
+_any_rank_changed = AnyChanged(_ENGINE_CONFIG, always=_ENGINE_PENDING)
 
 
 @deploy("vLLM")
@@ -109,7 +107,13 @@ def vllm() -> None:
     found = drift(
         wanted.Wanted(files=(unit, wrapper, *files), services=(wanted.Service(UNIT, reads=reads),))
     )
-    if found is None and not environment and not one_engine:
+    # vLLM over Ray loses its workers when Ray restarts on any node: it restarts after them.
+    over_ray = (
+        spec.serving.distributed_backend == "ray"
+        and len(spec.nodes) > 1
+        and not launch.replica_per_node
+    )
+    if found is None and not environment and not one_engine and not over_ray:
         return
     put_unit = None
     mine = list(environment)
@@ -123,7 +127,9 @@ def vllm() -> None:
         ]
         mine.insert(0, put_unit)
         pending = found.restart_pending(UNIT)
-    changed: Callable[[], bool] = (lambda: True) if pending else any_changed(*mine)
+    changed: Callable[[], bool] = AnyChanged(
+        mine, *([RAY_RESTARTS] if over_ray else []), always=[host.name] if pending else []
+    )
     running = found is None or fact(SystemdStatus).get(f"{UNIT}.service", False)
     if launch.replica_per_node and running:
         if put_unit:

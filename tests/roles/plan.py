@@ -57,7 +57,10 @@ from pyinfra.api.host import Host
 from pyinfra.api.operation import OperationMeta
 from pyinfra.context import ctx_host, ctx_state
 
+import roles.ray
+import roles.vllm
 from aicluster import deploy as aicluster_deploy
+from aicluster.deploy import AnyChanged
 from aicluster.facts import command_output
 from aicluster.facts.bundle import Bundle
 from aicluster.facts.state import empty_state
@@ -212,6 +215,9 @@ def plan_role(
     connect_all(state)  # the @fake connector: marks the hosts active, opens nothing
     aicluster_deploy._facts.clear()
     aicluster_deploy._written.clear()
+    # Operations roles gather across hosts for restarts that wait on other hosts' changes.
+    for ops in (roles.ray.RESTARTS, roles.vllm._ENGINE_CONFIG, roles.vllm._ENGINE_PENDING):
+        ops.clear()
     host_spec.cache_clear()
     records = _Records()
     pyinfra_logger = logging.getLogger("pyinfra")
@@ -273,8 +279,14 @@ def _host_plan(state: State, host: Host, records: _Records) -> HostPlan:
 
 def _changed_op(condition: Callable[[], bool], names: Mapping[str, str]) -> str | tuple[str, ...]:
     """The name of the operation behind `_if=<operation>.did_change`, or the names behind
-    pyinfra's `any_changed(...)`; DESIGN.md allows no other kind of condition on a change, so any
-    other is reported rather than guessed."""
+    pyinfra's `any_changed(...)` or aicluster.deploy.AnyChanged (this host's operations among
+    them, by name, once each: the harness prepares in pyinfra's API mode, where operations are
+    told apart by their index on each host, so another host's cannot be named); DESIGN.md
+    allows no other kind of condition on a change, so any other is reported rather than
+    guessed."""
+    if isinstance(condition, AnyChanged):
+        ops = (op for ops in condition.lists for op in ops)
+        return tuple(dict.fromkeys(names[op._hash] for op in ops if op._hash in names))
     cells = [cell.cell_contents for cell in getattr(condition, "__closure__", None) or ()]
     if getattr(condition, "__qualname__", "").startswith("any_changed.") and len(cells) == 1:
         return tuple(names[meta._hash] for meta in cells[0])

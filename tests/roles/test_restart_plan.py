@@ -5,6 +5,7 @@ configuration changes restart them; when it is as wanted, nothing is added."""
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ from typing import Any
 from pyinfra.facts.server import Os
 from pyinfra.facts.systemd import SystemdStatus
 
-from aicluster import nccl, vllmserve
+from aicluster import nccl, raycluster, vllmserve
 from aicluster.facts.net import IpAddr
 from aicluster.facts.state import ManagedState
 from roles.nccl import nccl as nccl_role
@@ -32,6 +33,7 @@ from tests.roles.plan import (
 DEV_MACHINE = captured(IpAddr, ROOT / "tests/fixtures/net/ip-addr-dev-machine.txt")
 ROLLING = "vLLM restarted one replica at a time, each answering before the next"
 RAY_RESTARTED = f"{RAY_UNIT} restarted (configuration changed)"
+VLLM_RESTARTED = f"{vllmserve.UNIT} restarted (configuration changed)"
 
 
 def homelab(data: dict[str, Any]) -> None:
@@ -45,6 +47,14 @@ def homelab(data: dict[str, Any]) -> None:
 def nccl_then(*roles: Callable[[], None]) -> Callable[[], None]:
     def deploy() -> None:
         nccl_role()
+        for role in roles:
+            role()
+
+    return deploy
+
+
+def nccl_free(*roles: Callable[[], None]) -> Callable[[], None]:
+    def deploy() -> None:
         for role in roles:
             role()
 
@@ -88,3 +98,34 @@ def test_an_unchanged_nccl_environment_adds_nothing(tmp_path: Path) -> None:
     plan = second_run(tmp_path, "WARN")
     assert plan.ops == [] and not plan.failed
     assert len(plan.noops) == 3 and all(n.endswith(" as wanted") for n in plan.noops)
+
+
+def test_vllm_over_ray_restarts_after_ray_restarts(tmp_path: Path) -> None:
+    # homelab as written: pipeline parallel over gpu1 (head) and gpu2 with the Ray backend. The
+    # Ray token is rewritten on the head: Ray restarts, and vLLM, whose own files are as wanted,
+    # restarts after it (its Ray workers went with it) and is waited for. The condition reads
+    # roles.ray.RESTARTS, every host's Ray restarts; pyinfra's CLI orders every vLLM operation
+    # after every Ray one (deploy file lines), so a worker's restart counts too.
+    spec = spec_from_inventory("homelab")
+    deploy = nccl_free(ray, vllm)
+    linux = {Os: "Linux"}
+    first = plan_role(deploy, spec, tmp_path, {"gpu1": linux})["gpu1"]
+    after = converged_state(first)
+
+    def token_rewritten(**probe: Any) -> dict[str, Any]:
+        state = copy.deepcopy(after(**probe))
+        if raycluster.TOKEN_FILE in state["files"]:
+            state["files"][raycluster.TOKEN_FILE]["sha1"] = "0" * 40
+        return state
+
+    head = plan_role(deploy, spec, tmp_path, {"gpu1": {**linux, ManagedState: token_rewritten}})[
+        "gpu1"
+    ]
+    assert head.runs(RAY_RESTARTED)
+    for name in (VLLM_RESTARTED, "vLLM answers /health on port 8000"):
+        assert head.op(name).after_change_of == ((RAY_RESTARTED,),) and head.runs(name)
+    # Nothing rewritten: vLLM's restart waits on nothing and never runs.
+    quiet = plan_role(deploy, spec, tmp_path, {"gpu1": {**linux, ManagedState: after}})["gpu1"]
+    assert RAY_RESTARTED not in quiet.names()
+    assert quiet.op(VLLM_RESTARTED).after_change_of == ((),)
+    assert not quiet.runs(VLLM_RESTARTED)
