@@ -116,17 +116,17 @@ def vllm() -> None:
     if found is None and not environment and not one_engine and not over_ray:
         return
     put_unit = None
-    mine = list(environment)
+    mine = []
     pending = False
     if found is not None:
         put_unit = put(unit, name=f"{UNIT}.service")
-        mine += [put(wrapper, name="vLLM launcher")]
+        mine = [put_unit, put(wrapper, name="vLLM launcher")]
         mine += [
             put(file, name=f"{name} (0600, root)")
             for (name, _), file in zip(credentials, files, strict=True)
         ]
-        mine.insert(0, put_unit)
         pending = found.restart_pending(UNIT)
+    mine += environment
     changed: Callable[[], bool] = AnyChanged(
         mine, *([RAY_RESTARTS] if over_ray else []), always=[host.name] if pending else []
     )

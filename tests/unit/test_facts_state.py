@@ -4,7 +4,6 @@ with what a role wants (aicluster/wanted.py). Provenance: tests/fixtures/state/P
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -254,7 +253,6 @@ def test_other_output_is_refused_in_one_line(text: str) -> None:
         "",
     ],
 )
-@pytest.mark.skipif(shutil.which("sed") is None, reason="needs sed")
 def test_the_fstab_swap_pattern_means_the_same_to_python_and_to_sed(line: str) -> None:
     # roles/base comments swap lines with sed -E (files.replace); the no-op check reads fstab
     # with Python: both must pick the same lines.
